@@ -1,0 +1,1 @@
+"""Dataset modules of UMT (``umt.datamodules``): each registered in the ``umt.datamodules`` entry-point group."""

@@ -1,0 +1,307 @@
+"""Read official UMT checkpoints (and this library's own files), map them onto ``VideoClassifier``
+keys, and load them strictly: nothing missing, nothing unexpected, shapes equal, or one clear error.
+
+Layouts understood (SPEC.md §5.3), each wrapped in ``model``, ``module`` or bare:
+
+- ``finetune``: single-modality classifiers (``patch_embed``, ``blocks``, ``fc_norm``, ``head``, and
+  ``pos_embed`` when it was interpolated: 16 frames, 384 pixels).
+- ``pretrain``: stage-1 students (``encoder.*``, ``clip_decoder.*``).
+- ``mm_vision``: stage-2 vision encoders (``encoder.*``, ``clip_decoder.*``, ``pool_norm``), bare or as
+  the ``vision_encoder.`` part of a whole stage-2 / retrieval / QA model.
+- ``umt``: files written by ``umt convert`` (config + state dict).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import pickle
+import re
+import zipfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+logger = logging.getLogger("umt")
+
+NATIVE_FORMAT = "unmasked-teacher"
+NATIVE_VERSION = 1
+
+HeadMode = Literal["load", "reset", "k710_to_k400"]
+"""What to do with a checkpoint's classifier: load it, start a fresh one, or keep the first 400 of
+710 rows (K710 label order starts with the K400 classes in K400 order, as the official code assumes)."""
+
+DROPPED_BY_FAMILY: dict[str, tuple[str, ...]] = {
+    "pretrain": ("encoder.norm.", "clip_decoder."),
+    "mm_vision": ("clip_decoder.", "clip_teacher.", "text_encoder.", "text_decoder.", "vision_proj.",
+                  "text_proj.", "itm_head.", "temp"),
+}
+"""Checkpoint keys each family drops by design: the stage-1 final norm (unused with mean pooling, as in
+the official fine-tuning), alignment heads and the CLIP teacher (pre-training only), and the text side of
+stage-2 models (not part of the video model)."""
+
+LAYOUTS = (
+    "official classifier (patch_embed.*, blocks.*, fc_norm.*, head.*), official stage-1 student "
+    "(encoder.*, clip_decoder.*), official stage-2 vision encoder ([vision_encoder.]encoder.*, pool_norm.*), "
+    "or a file written by `umt convert`"
+)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read or does not fit the model."""
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint mapped to ``VideoClassifier`` keys.
+
+    Attributes:
+        family: ``finetune``, ``pretrain``, ``mm_vision`` or ``umt``.
+        state_dict: tensors under this library's key names.
+        dropped: checkpoint keys left out by design (see ``DROPPED_BY_FAMILY``).
+        config: model options the file implies (e.g. ``final_norm``, ``num_classes``); user overrides win.
+        name: model name stored in a ``umt`` file, else None.
+    """
+
+    family: str
+    state_dict: dict[str, Tensor]
+    dropped: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    name: str | None = None
+
+    @property
+    def embed_dim(self) -> int:
+        """Token width of the encoder in the file."""
+        return self.state_dict["encoder.patch_embed.proj.weight"].shape[0]
+
+    @property
+    def depth(self) -> int:
+        """Number of blocks of the encoder in the file."""
+        indices = {int(m.group(1)) for k in self.state_dict if (m := re.match(r"encoder\.blocks\.(\d+)\.", k))}
+        return max(indices) + 1 if indices else 0
+
+    @property
+    def num_classes(self) -> int | None:
+        """Rows of the classifier in the file, or None without one."""
+        weight = self.state_dict.get("head.fc.weight")
+        return None if weight is None else weight.shape[0]
+
+
+@dataclass
+class LoadReport:
+    """What a load did: the family read, checkpoint keys dropped by design, model keys freshly initialised."""
+
+    family: str
+    dropped: list[str]
+    initialised: list[str]
+
+    def summary(self) -> str:
+        """One log line."""
+        return (f"loaded {self.family} checkpoint: dropped {len(self.dropped)} keys by design "
+                f"{key_groups(self.dropped)}; initialised fresh {key_groups(self.initialised)}")
+
+
+_CONTAINERS = {"encoder", "head", "vision_encoder", "text_encoder", "text_decoder"}
+
+
+def key_groups(keys: list[str]) -> str:
+    """Compact listing of key groups, e.g. ``[clip_decoder.*, encoder.norm.*]``."""
+    groups = set()
+    for key in keys:
+        parts = key.split(".")
+        if len(parts) == 1:
+            groups.add(key)
+        else:
+            depth = 2 if parts[0] in _CONTAINERS and len(parts) > 2 and not parts[1].isdigit() else 1
+            groups.add(".".join(parts[:depth]) + ".*")
+    return "[" + ", ".join(sorted(groups)) + "]"
+
+
+def _torch_load(path: Path, trust_pickle: bool) -> Any:
+    """``torch.load`` on CPU; only tensors and plain containers unless ``trust_pickle``."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path} is truncated or not a PyTorch checkpoint (no zip archive found)")
+    try:
+        if trust_pickle:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "weights_only" in str(error):
+            raise CheckpointError(
+                f"{path} contains Python objects besides tensors; if you trust its source, load it with "
+                f"trust_pickle=True (umt CLI: --trust_pickle true). Details: {str(error).splitlines()[0]}"
+            ) from error
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {error}") from error
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
+        raise CheckpointError(
+            f"{path} is truncated or not a PyTorch checkpoint ({type(error).__name__}: {str(error).splitlines()[0]})"
+        ) from error
+
+
+def _unwrap(obj: Any, origin: str) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
+    """The state dict under ``model`` / ``module`` / bare, and the native config if it is a ``umt`` file."""
+    if isinstance(obj, Mapping) and obj.get("format") == NATIVE_FORMAT:
+        if obj.get("version") != NATIVE_VERSION:
+            raise CheckpointError(f"{origin}: unsupported {NATIVE_FORMAT} file version {obj.get('version')}")
+        return dict(obj["state_dict"]), {"config": obj["config"], "name": obj.get("name")}
+    if isinstance(obj, Mapping):
+        for key in ("model", "module"):
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise CheckpointError(f"{origin} holds no state dict (looked under 'model', 'module' and the top level)")
+    state = dict(obj)
+    if all(k.startswith("module.") for k in state):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+    return state, None
+
+
+def _detect_family(state: dict[str, Tensor], origin: str) -> str:
+    keys = set(state)
+    if any(k.startswith("vision_encoder.") for k in keys) or "pool_norm.weight" in keys:
+        return "mm_vision"
+    if "encoder.patch_embed.proj.weight" in keys:
+        return "pretrain"
+    if "patch_embed.proj.weight" in keys and "fc_norm.weight" in keys:
+        return "finetune"
+    hint = ""
+    if "patch_embed.proj.weight" in keys and "norm.weight" in keys:
+        hint = " This looks like an AVA detector (final norm, ROI head), which this loader does not map yet."
+    sample = ", ".join(sorted(keys)[:6])
+    raise CheckpointError(f"{origin}: unrecognised layout (first keys: {sample}).{hint} Understood: {LAYOUTS}")
+
+
+def _map_finetune(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str], dict[str, Any]]:
+    mapped: dict[str, Tensor] = {}
+    for key, value in state.items():
+        if key.startswith("fc_norm."):
+            mapped["head." + key] = value
+        elif key.startswith("head."):
+            mapped["head.fc." + key.removeprefix("head.")] = value
+        else:
+            mapped["encoder." + key] = value
+    hints: dict[str, Any] = {"final_norm": False, "num_classes": state["head.weight"].shape[0]} \
+        if "head.weight" in state else {"final_norm": False, "num_classes": 0}
+    if "pos_embed" in state:
+        hints["pos_embed"] = "checkpoint"
+    return mapped, [], hints
+
+
+def _map_encoder_family(state: dict[str, Tensor], family: str) -> tuple[dict[str, Tensor], list[str], dict[str, Any]]:
+    if family == "mm_vision" and any(k.startswith("vision_encoder.") for k in state):
+        state = {(k.removeprefix("vision_encoder.") if k.startswith("vision_encoder.") else k): v
+                 for k, v in state.items()}
+    drops = DROPPED_BY_FAMILY[family]
+    mapped: dict[str, Tensor] = {}
+    dropped: list[str] = []
+    for key, value in state.items():
+        if key == "temp" or any(key.startswith(prefix) for prefix in drops if prefix != "temp"):
+            dropped.append(key)
+        elif key.startswith("pool_norm."):
+            mapped["head.fc_norm." + key.removeprefix("pool_norm.")] = value
+        else:
+            mapped[key] = value
+    if family == "mm_vision":
+        hints: dict[str, Any] = {"final_norm": True, "pos_embed": "extend", "num_classes": 0}
+    else:
+        hints = {"final_norm": False, "num_classes": 0}
+    return mapped, dropped, hints
+
+
+def read_checkpoint(source: str | Path | Mapping[str, Any], trust_pickle: bool = False) -> Checkpoint:
+    """Read a checkpoint file (or an already loaded object) and map it to this library's keys.
+
+    Raises:
+        CheckpointError: unreadable or truncated file, no state dict, or a layout not understood.
+    """
+    origin = str(source) if isinstance(source, (str, Path)) else "checkpoint object"
+    obj = _torch_load(Path(source), trust_pickle) if isinstance(source, (str, Path)) else source
+    state, native = _unwrap(obj, origin)
+    if native is not None:
+        return Checkpoint("umt", state, [], dict(native["config"]), native["name"])
+    family = _detect_family(state, origin)
+    if family == "finetune":
+        mapped, dropped, hints = _map_finetune(state)
+    else:
+        mapped, dropped, hints = _map_encoder_family(state, family)
+    return Checkpoint(family, mapped, dropped, hints)
+
+
+def load_weights(model: nn.Module, checkpoint: Checkpoint, head_mode: HeadMode = "load") -> LoadReport:
+    """Load ``checkpoint`` into a ``VideoClassifier`` strictly.
+
+    Only the classifier (``head.fc.*``, and ``head.fc_norm.*`` of stage-1 files) may be absent from the
+    checkpoint: it is then initialised fresh and reported. Everything else must match key for key and
+    shape for shape.
+
+    Raises:
+        CheckpointError: missing or unexpected keys, or a shape mismatch (naming key and both shapes).
+    """
+    state = dict(checkpoint.state_dict)
+    target = model.state_dict()
+    fresh_allowed = {k for k in target if k.startswith("head.fc.")}
+    if checkpoint.family in ("pretrain", "mm_vision") and not any(k.startswith("head.fc_norm.") for k in state):
+        fresh_allowed |= {k for k in target if k.startswith("head.fc_norm.")}  # stage-1 and QA files have none
+    dropped = list(checkpoint.dropped)
+    if "encoder.pos_embed" in state and "encoder.pos_embed" not in target:
+        dropped.append("pos_embed")  # the model computes its own table (pos_embed policy is not 'checkpoint')
+        del state["encoder.pos_embed"]
+    if head_mode != "load":
+        for key in [k for k in state if k.startswith("head.fc.")]:
+            if head_mode == "reset":
+                dropped.append(key)
+                del state[key]
+            elif state[key].shape[0] == 710 and target.get(key) is not None and target[key].shape[0] == 400:
+                state[key] = state[key][:400]
+            else:
+                raise CheckpointError(f"head_mode='k710_to_k400' needs a 710-class checkpoint head and a "
+                                      f"400-class model; {key} is {list(state[key].shape)}, the model's is "
+                                      f"{list(target[key].shape) if key in target else 'absent'}")
+    missing = sorted(set(target) - set(state) - fresh_allowed)
+    unexpected = sorted(set(state) - set(target))
+    mismatched = [(k, list(state[k].shape), list(target[k].shape))
+                  for k in target if k in state and state[k].shape != target[k].shape]
+    if missing or unexpected or mismatched:
+        raise CheckpointError(_mismatch_message(checkpoint, model, missing, unexpected, mismatched))
+    initialised = sorted(set(target) - set(state))
+    model.load_state_dict({**{k: target[k] for k in initialised}, **state}, strict=True,
+                          assign=any(t.is_meta for t in target.values()))
+    report = LoadReport(checkpoint.family, sorted(dropped), initialised)
+    logger.info(report.summary())
+    return report
+
+
+def _mismatch_message(checkpoint: Checkpoint, model: nn.Module, missing: list[str], unexpected: list[str],
+                      mismatched: list[tuple[str, list[int], list[int]]]) -> str:
+    config = getattr(model, "config", None)
+    lines = [f"{checkpoint.family} checkpoint does not fit the model"]
+    if config is not None:
+        lines[0] += (f": the file holds an encoder of embed_dim {checkpoint.embed_dim}, depth {checkpoint.depth}; "
+                     f"the model has embed_dim {config.embed_dim}, depth {config.depth}")
+    for key, have, want in mismatched[:8]:
+        lines.append(f"  {key}: checkpoint {have} vs model {want}")
+        if key == "encoder.pos_embed" and config is not None:
+            per_frame = config.grid[0] * config.grid[1]
+            lines.append(f"    (the file's table has {have[1]} tokens = {have[1] / per_frame:g} frames of "
+                         f"{per_frame} tokens; set num_frames / img_size to match)")
+        if key == "head.fc.weight":
+            lines.append("    (set num_classes to match, or head_mode='reset' / 'k710_to_k400')")
+    if missing:
+        lines.append(f"  missing from the checkpoint: {key_groups(missing)} ({len(missing)} keys)")
+    if unexpected:
+        lines.append(f"  not in the model: {key_groups(unexpected)} ({len(unexpected)} keys)")
+    return "\n".join(lines)
+
+
+def save_native(model: nn.Module, path: str | Path, name: str) -> None:
+    """Write ``model`` (a ``VideoClassifier``) as a ``umt`` file: format tag, model name, config, weights."""
+    torch.save({"format": NATIVE_FORMAT, "version": NATIVE_VERSION, "name": name,
+                "config": asdict(model.config), "state_dict": model.state_dict()}, path)

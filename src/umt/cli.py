@@ -1,0 +1,148 @@
+"""The ``umt`` command: subcommands are plain typed functions read by jsonargparse."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from jsonargparse import auto_cli
+
+from umt.checkpoints import Checkpoint, CheckpointError, key_groups, load_weights, read_checkpoint, save_native
+from umt.data.video import preprocess, read_clip
+from umt.models.config import MODEL_CONFIGS, get_config
+from umt.models.factory import create_model
+
+log = logging.getLogger("umt")
+
+
+def _model_for(checkpoint: Checkpoint, num_frames: int | None, img_size: int | None,
+               num_heads: int | None) -> tuple[str, dict[str, Any]]:
+    """The model name and options that fit ``checkpoint``: a named size when embed_dim and depth match
+    one (else ``umt_b16`` resized, heads from ``num_heads`` or a head width of 64), frames from its table."""
+    overrides: dict[str, Any] = {k: v for k, v in {"img_size": img_size, "num_heads": num_heads}.items() if v}
+    name = checkpoint.name or next((n for n, c in MODEL_CONFIGS.items()
+                                    if (c.embed_dim, c.depth) == (checkpoint.embed_dim, checkpoint.depth)), None)
+    if name is None:
+        name = "umt_b16"
+        patch = checkpoint.state_dict["encoder.patch_embed.proj.weight"]
+        fc1 = checkpoint.state_dict["encoder.blocks.0.mlp.fc1.weight"]
+        overrides = {"embed_dim": checkpoint.embed_dim, "depth": checkpoint.depth,
+                     "num_heads": max(checkpoint.embed_dim // 64, 1), "patch_size": patch.shape[-1],
+                     "tubelet_size": patch.shape[2], "mlp_ratio": fc1.shape[0] / fc1.shape[1]} | overrides
+    config = get_config(name, **{**checkpoint.config, **overrides})
+    table = checkpoint.state_dict.get("encoder.pos_embed")
+    if num_frames is not None:
+        overrides["num_frames"] = num_frames
+    elif table is not None and checkpoint.family != "umt":
+        overrides["num_frames"] = table.shape[1] // (config.grid[0] * config.grid[1]) * config.tubelet_size
+    return name, overrides
+
+
+def convert(source: Path, out: Path, num_frames: int | None = None, img_size: int | None = None,
+            num_heads: int | None = None, trust_pickle: bool = False) -> None:
+    """Convert an official UMT checkpoint to this library's format (config + weights).
+
+    Args:
+        source: official ``.pth`` file (classifier, stage-1 student, or stage-2 model).
+        out: file to write.
+        num_frames: frames the model takes (default: from the file's position table, else 8).
+        img_size: input side in pixels (default 224).
+        num_heads: attention heads, for sizes other than UMT-B/16 and UMT-L/16 (default: width / 64).
+        trust_pickle: allow files holding Python objects besides tensors (trusted sources only).
+    """
+    checkpoint = read_checkpoint(source, trust_pickle)
+    name, overrides = _model_for(checkpoint, num_frames, img_size, num_heads)
+    model = create_model(name, checkpoint, **overrides)
+    save_native(model, out, name)
+    config = model.config
+    print(f"wrote {out}: {name} ({config.embed_dim}x{config.depth}) from a {checkpoint.family} checkpoint, "
+          f"{config.num_frames} frames x {config.img_size}px, {config.num_classes} classes")
+
+
+def info(checkpoint: Path, num_heads: int | None = None, trust_pickle: bool = False) -> None:
+    """Describe a checkpoint: family, sizes, parameter count and what loading drops.
+
+    Args:
+        checkpoint: official or converted checkpoint file.
+        num_heads: attention heads, for sizes other than UMT-B/16 and UMT-L/16 (default: width / 64).
+        trust_pickle: allow files holding Python objects besides tensors (trusted sources only).
+    """
+    loaded = read_checkpoint(checkpoint, trust_pickle)
+    name, overrides = _model_for(loaded, None, None, num_heads)
+    model = create_model(name, device="meta", **{**loaded.config, **overrides})
+    report = load_weights(model, loaded)
+    config = model.config
+    params = sum(t.numel() for t in loaded.state_dict.values() if t.is_floating_point())
+    rows = [
+        ("file", str(checkpoint)),
+        ("family", loaded.family),
+        ("model", f"{name}: embed_dim {config.embed_dim}, depth {config.depth}, heads {config.num_heads}"),
+        ("input", f"{config.num_frames} frames x {config.img_size}px, position table '{config.pos_embed}'"),
+        ("classes", str(config.num_classes) if config.num_classes else "none (pooled features)"),
+        ("parameters", f"{params / 1e6:.1f} M loaded"),
+        ("dropped by design", f"{len(report.dropped)} keys {key_groups(report.dropped)}"),
+        ("initialised fresh", f"{len(report.initialised)} keys {key_groups(report.initialised)}"),
+    ]
+    width = max(len(key) for key, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+
+
+def classify(video: Path | None = None, checkpoint: Path | None = None, model: str = "umt_b16",
+             num_frames: int = 8, num_heads: int | None = None, top_k: int = 5, trust_pickle: bool = False) -> None:
+    """Classify a video with a UMT model and print the top classes.
+
+    Without ``video`` a built-in synthetic clip (a square moving across a gradient) is used; without
+    ``checkpoint`` the model ``model`` has random weights, which shows the whole path without any download.
+
+    Args:
+        video: video file (anything FFmpeg decodes).
+        checkpoint: official or converted checkpoint; it sets the model size and the classes.
+        model: model name without a checkpoint (``umt_b16``, ``umt_l16``).
+        num_frames: frames sampled from the video (the validation view).
+        num_heads: attention heads, for checkpoint sizes other than UMT-B/16 and UMT-L/16.
+        top_k: how many classes to print.
+        trust_pickle: allow files holding Python objects besides tensors (trusted sources only).
+    """
+    if checkpoint is None:
+        net = create_model(model, num_frames=num_frames)
+    else:
+        loaded = read_checkpoint(checkpoint, trust_pickle)
+        model, overrides = _model_for(loaded, num_frames, None, num_heads)
+        net = create_model(model, loaded, **overrides)
+    clip = read_clip(video, num_frames) if video is not None else _synthetic_clip(num_frames)
+    source = str(video) if video is not None else "built-in synthetic clip"
+    with torch.inference_mode():
+        probs = net.eval()(preprocess(clip, net.config.img_size)[None]).softmax(-1)[0]
+    values, indices = probs.topk(min(top_k, probs.numel()))
+    weights = str(checkpoint) if checkpoint else "random weights"
+    print(f"{model} ({weights}) on {source}: {clip.shape[0]} frames {clip.shape[1]}x{clip.shape[2]}")
+    for rank, (p, i) in enumerate(zip(values.tolist(), indices.tolist(), strict=True), 1):
+        print(f"  {rank}. class {i:>4}  p={p:.4f}")
+
+
+def _synthetic_clip(num_frames: int, size: int = 256) -> torch.Tensor:
+    """uint8 ``[T, size, size, 3]``: a bright square moving left to right over a colour gradient."""
+    ramp = torch.linspace(0, 255, size)
+    frames = torch.stack([ramp[None, :].expand(size, size), ramp[:, None].expand(size, size),
+                          torch.full((size, size), 64.0)], -1).repeat(num_frames, 1, 1, 1)
+    side = size // 4
+    for t in range(num_frames):
+        left = round(t * (size - side) / max(num_frames - 1, 1))
+        top = round(size / 2 - side / 2 + side * math.sin(t))
+        frames[t, top : top + side, left : left + side] = 255.0
+    return frames.to(torch.uint8)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``umt`` console script."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        auto_cli([convert, info, classify], args=argv, as_positional=True)
+    except (CheckpointError, ValueError) as error:
+        print(f"umt: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from error

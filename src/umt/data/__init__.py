@@ -1,0 +1,1 @@
+"""Video input: decoding and the official preprocessing."""

@@ -1,0 +1,1 @@
+"""UMT models: the video encoder, its configuration and the model factory."""

@@ -1,0 +1,56 @@
+"""``create_model``: build a named UMT model, optionally from an official or converted checkpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from umt.checkpoints import Checkpoint, CheckpointError, HeadMode, load_weights, read_checkpoint
+from umt.models.classifier import VideoClassifier
+from umt.models.config import get_config
+
+
+def create_model(
+    name: str,
+    checkpoint: str | Path | Mapping[str, Any] | Checkpoint | None = None,
+    *,
+    head_mode: HeadMode = "load",
+    trust_pickle: bool = False,
+    device: str | torch.device | None = None,
+    **overrides: Any,
+) -> VideoClassifier:
+    """Build ``name`` (``umt_b16``, ``umt_l16``) with ``overrides``, and load ``checkpoint`` if given.
+
+    A checkpoint sets what its layout implies (``final_norm`` and the position-table policy of stage-2
+    encoders, ``num_classes`` of a classifier, the whole config of a ``umt convert`` file); explicit
+    ``overrides`` win. Loading is strict; what is dropped by design is reported in one log line.
+
+    Args:
+        checkpoint: a file path, a loaded checkpoint object, or a ``Checkpoint`` from ``read_checkpoint``.
+        head_mode: ``load`` the file's classifier, ``reset`` it, or ``k710_to_k400`` (first 400 rows).
+        trust_pickle: allow files that hold Python objects besides tensors (only for trusted sources).
+        device: where to build the model (``"meta"`` builds without memory, for inspection).
+
+    Returns:
+        ``VideoClassifier``: ``forward(video [B, 3, T, H, W]) -> logits [B, num_classes]``.
+
+    Raises:
+        KeyError: unknown name. TypeError: unknown override. ValueError: invalid sizes.
+        CheckpointError: unreadable file or a checkpoint that does not fit.
+    """
+    placement = torch.device(device) if device is not None else nullcontext()
+    if checkpoint is None:
+        with placement:
+            return VideoClassifier(get_config(name, **overrides))
+    loaded = checkpoint if isinstance(checkpoint, Checkpoint) else read_checkpoint(checkpoint, trust_pickle)
+    if loaded.name is not None and loaded.name != name:
+        raise CheckpointError(f"the file holds a {loaded.name} model, not {name}")
+    config = get_config(name, **{**loaded.config, **overrides})
+    with placement:
+        model = VideoClassifier(config)
+    load_weights(model, loaded, head_mode)
+    return model

