@@ -40,9 +40,9 @@ DROPPED_BY_FAMILY: dict[str, tuple[str, ...]] = {
     "mm_vision": ("clip_decoder.", "clip_teacher.", "text_encoder.", "text_decoder.", "vision_proj.",
                   "text_proj.", "itm_head.", "temp"),
 }
-"""Checkpoint keys each family drops by design: the stage-1 final norm (unused with mean pooling, as in
-the official fine-tuning), alignment heads and the CLIP teacher (pre-training only), and the text side of
-stage-2 models (not part of the video model)."""
+"""Checkpoint key prefixes (or whole names) each family drops by design: the stage-1 final norm (unused
+with mean pooling, as in the official fine-tuning), alignment heads and the CLIP teacher (pre-training
+only), and the text side of stage-2 models (not part of the video model)."""
 
 LAYOUTS = (
     "official classifier (patch_embed.*, blocks.*, fc_norm.*, head.*), official stage-1 student "
@@ -188,8 +188,8 @@ def _map_finetune(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str
             mapped["head.fc." + key.removeprefix("head.")] = value
         else:
             mapped["encoder." + key] = value
-    hints: dict[str, Any] = {"final_norm": False, "num_classes": state["head.weight"].shape[0]} \
-        if "head.weight" in state else {"final_norm": False, "num_classes": 0}
+    head = state.get("head.weight")
+    hints: dict[str, Any] = {"final_norm": False, "num_classes": 0 if head is None else head.shape[0]}
     if "pos_embed" in state:
         hints["pos_embed"] = "checkpoint"
     return mapped, [], hints
@@ -203,7 +203,7 @@ def _map_encoder_family(state: dict[str, Tensor], family: str) -> tuple[dict[str
     mapped: dict[str, Tensor] = {}
     dropped: list[str] = []
     for key, value in state.items():
-        if key == "temp" or any(key.startswith(prefix) for prefix in drops if prefix != "temp"):
+        if any(key == name or key.startswith(name) for name in drops):
             dropped.append(key)
         elif key.startswith("pool_norm."):
             mapped["head.fc_norm." + key.removeprefix("pool_norm.")] = value
