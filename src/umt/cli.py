@@ -12,11 +12,13 @@ import torch
 from jsonargparse import auto_cli
 
 from umt.checkpoints import Checkpoint, CheckpointError, key_groups, load_weights, read_checkpoint, save_native
-from umt.data.video import preprocess, read_clip
+from umt.data.check import check_dataset
+from umt.data.decoding import VideoError, probe, read_frames
+from umt.data.samplers import segment_test_indices
+from umt.data.synthetic import SyntheticConfig, class_names, generate
+from umt.data.transforms import eval_transform
 from umt.models.config import MODEL_CONFIGS, get_config
 from umt.models.factory import create_model
-
-log = logging.getLogger("umt")
 
 
 def _model_for(checkpoint: Checkpoint, num_frames: int | None, img_size: int | None,
@@ -114,15 +116,54 @@ def classify(video: Path | None = None, checkpoint: Path | None = None, model: s
         loaded = read_checkpoint(checkpoint, trust_pickle)
         model, overrides = _model_for(loaded, num_frames, None, num_heads)
         net = create_model(model, loaded, **overrides)
-    clip = read_clip(video, num_frames) if video is not None else _synthetic_clip(num_frames)
-    source = str(video) if video is not None else "built-in synthetic clip"
+    if video is None:
+        clip, source = _synthetic_clip(num_frames), "built-in synthetic clip"
+    else:
+        clip, source = read_frames(video, segment_test_indices(probe(video).num_frames, num_frames, 1, 0)), str(video)
     with torch.inference_mode():
-        probs = net.eval()(preprocess(clip, net.config.img_size)[None]).softmax(-1)[0]
+        probs = net.eval()(eval_transform(net.config.img_size)(clip)[None]).softmax(-1)[0]
     values, indices = probs.topk(min(top_k, probs.numel()))
     weights = str(checkpoint) if checkpoint else "random weights"
     print(f"{model} ({weights}) on {source}: {clip.shape[0]} frames {clip.shape[1]}x{clip.shape[2]}")
     for rank, (p, i) in enumerate(zip(values.tolist(), indices.tolist(), strict=True), 1):
         print(f"  {rank}. class {i:>4}  p={p:.4f}")
+
+
+def check(annotation: Path, prefix: Path | None = None, workers: int = 4) -> None:
+    """Decode every video of a video list to its end; name each unreadable one with the reason.
+
+    Exits with status 1 when any video is unreadable.
+
+    Args:
+        annotation: video list, ``path<sep>label`` per line (comma or whitespace, detected).
+        prefix: folder that relative paths start from (default: the list's folder).
+        workers: videos decoded in parallel.
+    """
+    records, problems = check_dataset(annotation, prefix, workers)
+    for problem in problems:
+        print(f"{problem.path}: {problem.reason}")
+    print(f"{len(records) - len(problems)} of {len(records)} videos readable, {len(problems)} unreadable")
+    if problems:
+        raise SystemExit(1)
+
+
+def synth(out: Path, num_classes: int = 6, train_size: int = 240, val_size: int = 60, test_size: int = 60,
+          num_frames: int = 16, size: int = 64, seed: int = 0) -> None:
+    """Write the synthetic dataset: small h264 videos of moving, rotating shapes whose class needs time,
+    with video lists (``{split}.csv``), captions (``{split}_captions.json``) and ``classes.txt``.
+
+    Args:
+        out: folder to write (an existing complete dataset of the same settings is reused).
+        num_classes: classes (2-8); pairs of classes are time reversals of each other.
+        train_size, val_size, test_size: clips per split.
+        num_frames: frames per clip.
+        size: frame side in pixels.
+        seed: the same seed writes the same dataset.
+    """
+    config = SyntheticConfig(num_classes=num_classes, train_size=train_size, val_size=val_size,
+                             test_size=test_size, num_frames=num_frames, size=size, seed=seed)
+    generate(out, config)
+    print(f"synthetic dataset in {out}: {', '.join(class_names(config))}")
 
 
 def _synthetic_clip(num_frames: int, size: int = 256) -> torch.Tensor:
@@ -142,7 +183,8 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``umt`` console script."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        auto_cli([convert, info, classify], args=argv, as_positional=True)
-    except (CheckpointError, ValueError) as error:
+        auto_cli({"convert": convert, "info": info, "classify": classify, "data": {"check": check, "synth": synth}},
+                 args=argv, as_positional=True)
+    except (CheckpointError, VideoError, ValueError, OSError) as error:
         print(f"umt: error: {error}", file=sys.stderr)
         raise SystemExit(2) from error

@@ -19,6 +19,7 @@ def write_video(
     options: dict[str, str] | None = None,
     start_seconds: float = 0.0,
     audio: bool = False,
+    container_options: dict[str, str] | None = None,
 ) -> Path:
     """Write uint8 RGB ``frames [T, H, W, 3]`` to ``path`` (container chosen by the suffix).
 
@@ -28,13 +29,14 @@ def write_video(
         options: encoder options, e.g. ``{"bf": "2", "g": "12"}`` for B-frames and a 12-frame GOP.
         start_seconds: timestamp of the first frame (streams that do not start at zero).
         audio: add a mono AAC (Opus for .webm) sine track of the same duration.
+        container_options: muxer options, e.g. ``{"movflags": "faststart"}`` (mp4 index first).
     """
     frames = np.asarray(frames.numpy() if isinstance(frames, torch.Tensor) else frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {list(frames.shape)}")
     path = Path(path)
     height, width = frames.shape[1:3]
-    with av.open(str(path), mode="w") as container:
+    with av.open(str(path), mode="w", options=container_options or {}) as container:
         stream = container.add_stream(codec, rate=fps, options=options or {})
         stream.width, stream.height = width, height
         stream.pix_fmt = pix_fmt or ("yuv444p" if height % 2 or width % 2 else "yuv420p")

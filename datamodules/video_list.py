@@ -1,0 +1,202 @@
+"""Action-recognition DataModules over the official video-list format (Kinetics, SSv2, MiT, synthetic)."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from umt.data import samplers
+from umt.data.annotations import read_video_list
+from umt.data.dataset import VideoClipDataset, collate_clips
+from umt.data.synthetic import SyntheticConfig, generate
+from umt.data.transforms import Transform, crop_view, eval_transform, train_transform
+
+Protocol = Literal["kinetics", "ssv2"]
+"""Frame sampling and test views: ``kinetics`` (Kinetics-400/600/700/710, MiT) or ``ssv2``."""
+
+
+def _train_frames(protocol: Protocol, num_frames: int, length: int, view: int, rng: np.random.Generator) -> list[int]:
+    sample = samplers.ssv2_train_indices if protocol == "ssv2" else samplers.segment_train_indices
+    return sample(length, num_frames, rng)
+
+
+def _test_frames(protocol: Protocol, num_frames: int, num_clips: int, length: int, view: int,
+                 rng: np.random.Generator) -> list[int]:
+    sample = samplers.ssv2_test_indices if protocol == "ssv2" else samplers.segment_test_indices
+    return sample(length, num_frames, num_clips, view)
+
+
+def _seed_numpy(worker_id: int) -> None:
+    """Give each loader worker its own numpy stream (RandAugment draws from numpy), derived from torch's seed."""
+    np.random.seed(torch.initial_seed() % 2**32)
+
+
+def _one_view(transform: Transform, clip: Tensor, view: int) -> Tensor:
+    return transform(clip)
+
+
+def _test_crop(size: int, num_crops: int, clip: Tensor, view: int) -> Tensor:
+    return crop_view(clip, size, num_crops, view)
+
+
+class VideoListDataModule(L.LightningDataModule):
+    """Videos listed as ``path<sep>label`` lines (comma or whitespace), with the official fine-tuning
+    pipeline: TSN sampling + RandAugment / RandomResizedCrop / flip / random erasing for training,
+    one centre view for validation, ``test_num_clips x test_num_crops`` views for test.
+
+    Batches are ``{"video": [B, 3, T, H, W], "label": [B], "index": [B] video ids, "view": [B],
+    "replaced": [B] bool}``; test predictions of one video share its ``index``.
+
+    Args:
+        root: folder holding the lists; relative video paths start at ``prefix`` (default: ``root``).
+        train_list, val_list, test_list: list files inside ``root`` (None: split not available).
+        num_classes: classes of the dataset (read by models and metrics).
+        protocol: ``kinetics`` or ``ssv2`` frame sampling.
+        num_sample: clips per video per training step (repeated augmentation).
+        flip: horizontal flips in training (off for SSv2, where direction is the label).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        train_list: str | None = "train.csv",
+        val_list: str | None = "val.csv",
+        test_list: str | None = "test.csv",
+        prefix: str | Path | None = None,
+        num_classes: int = 400,
+        protocol: Protocol = "kinetics",
+        num_frames: int = 8,
+        img_size: int = 224,
+        batch_size: int = 8,
+        num_workers: int = 4,
+        num_sample: int = 1,
+        flip: bool = True,
+        auto_augment: str | None = "rand-m7-n4-mstd0.5-inc1",
+        random_erasing: float = 0.25,
+        test_num_clips: int = 4,
+        test_num_crops: int = 3,
+        max_bad_fraction: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.root = Path(root)
+        self.prefix = Path(prefix) if prefix is not None else self.root
+        self.num_classes = num_classes
+        self.datasets: dict[str, VideoClipDataset] = {}
+
+    def prepare_data(self) -> None:
+        """Check that the lists exist (subclasses may create the data here)."""
+        for name in (self.hparams.train_list, self.hparams.val_list, self.hparams.test_list):
+            if name is not None and not (self.root / name).is_file():
+                raise FileNotFoundError(f"{self.root / name}: video list not found (see the README's data layout)")
+
+    def setup(self, stage: str | None = None) -> None:
+        h = self.hparams
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        for split in wanted.get(stage or "", ("train", "val", "test")):
+            name = getattr(h, f"{split}_list")
+            if name is None or split in self.datasets:
+                continue
+            records = read_video_list(self.root / name, self.prefix)
+            if split == "train":
+                transform = train_transform(h.img_size, flip=h.flip, auto_augment=h.auto_augment,
+                                            erase_prob=h.random_erasing)
+                dataset = VideoClipDataset(records, partial(_train_frames, h.protocol, h.num_frames),
+                                           partial(_one_view, transform), num_sample=h.num_sample,
+                                           max_bad_fraction=h.max_bad_fraction)
+            elif split == "val":
+                dataset = VideoClipDataset(records, partial(_test_frames, h.protocol, h.num_frames, 1),
+                                           partial(_one_view, eval_transform(h.img_size)),
+                                           max_bad_fraction=h.max_bad_fraction)
+            else:
+                dataset = VideoClipDataset(records, partial(_test_frames, h.protocol, h.num_frames, h.test_num_clips),
+                                           partial(_test_crop, h.img_size, h.test_num_crops),
+                                           temporal_views=h.test_num_clips, spatial_views=h.test_num_crops,
+                                           max_bad_fraction=h.max_bad_fraction)
+            self.datasets[split] = dataset
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if split not in self.datasets:
+            raise RuntimeError(f"no {split} split: set {split}_list and call setup()")
+        h = self.hparams
+        return DataLoader(self.datasets[split], batch_size=h.batch_size, shuffle=shuffle, num_workers=h.num_workers,
+                          collate_fn=collate_clips, drop_last=shuffle, persistent_workers=h.num_workers > 0,
+                          worker_init_fn=_seed_numpy)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+class Kinetics400DataModule(VideoListDataModule):
+    """Kinetics-400: 400 classes, repeated augmentation 2, 4 clips x 3 crops at test (official recipe)."""
+
+    def __init__(self, root: str | Path, **options) -> None:
+        super().__init__(root, **({"num_classes": 400, "num_sample": 2} | options))
+
+
+class Kinetics600DataModule(VideoListDataModule):
+    """Kinetics-600: 600 classes, repeated augmentation 2, 4 x 3 test views."""
+
+    def __init__(self, root: str | Path, **options) -> None:
+        super().__init__(root, **({"num_classes": 600, "num_sample": 2} | options))
+
+
+class Kinetics700DataModule(VideoListDataModule):
+    """Kinetics-700: 700 classes, repeated augmentation 2, 4 x 3 test views."""
+
+    def __init__(self, root: str | Path, **options) -> None:
+        super().__init__(root, **({"num_classes": 700, "num_sample": 2} | options))
+
+
+class Kinetics710DataModule(VideoListDataModule):
+    """Kinetics-710 (K400 + K600 + K700 de-duplicated): 710 classes, repeated augmentation 2, 4 x 3 test views."""
+
+    def __init__(self, root: str | Path, **options) -> None:
+        super().__init__(root, **({"num_classes": 710, "num_sample": 2} | options))
+
+
+class SomethingSomethingV2DataModule(VideoListDataModule):
+    """Something-Something v2: 174 classes, SSv2 sampling, no flips, repeated augmentation 2, 2 x 3 test views."""
+
+    def __init__(self, root: str | Path, **options) -> None:
+        defaults = {"num_classes": 174, "protocol": "ssv2", "flip": False, "num_sample": 2, "test_num_clips": 2}
+        super().__init__(root, **(defaults | options))
+
+
+class MomentsInTimeDataModule(VideoListDataModule):
+    """Moments in Time v1: 339 classes, no repeated augmentation, 4 x 3 test views."""
+
+    def __init__(self, root: str | Path, **options) -> None:
+        super().__init__(root, **({"num_classes": 339, "num_sample": 1} | options))
+
+
+class SyntheticDataModule(VideoListDataModule):
+    """The built-in synthetic dataset (``umt data synth``): written to ``root`` on first use, then read like
+    any video list; 8 of its 16 frames at 64 px, 1 test view, no flips (they would turn "moving left" into
+    "moving right") and no RandAugment / random erasing."""
+
+    def __init__(self, root: str | Path = "data/synthetic", seed: int = 0, train_size: int = 240,
+                 val_size: int = 60, test_size: int = 60, num_classes: int = 6, **options) -> None:
+        self.synthetic = SyntheticConfig(num_classes=num_classes, train_size=train_size, val_size=val_size,
+                                         test_size=test_size, seed=seed)
+        defaults = {"num_frames": 8, "img_size": 64, "test_num_clips": 1, "test_num_crops": 1, "flip": False,
+                    "auto_augment": None, "random_erasing": 0.0}
+        super().__init__(root, num_classes=num_classes, **(defaults | options))
+
+    def prepare_data(self) -> None:
+        """Generate the dataset if ``root`` does not hold it yet."""
+        generate(self.root, self.synthetic)
+        super().prepare_data()

@@ -1,0 +1,59 @@
+"""DataModules as a Lightning user meets them: registered, built from a video list, batches of the right shape."""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+import torch
+
+from umt.datamodules.video_list import (
+    Kinetics400DataModule,
+    SomethingSomethingV2DataModule,
+    SyntheticDataModule,
+    VideoListDataModule,
+)
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    module = SyntheticDataModule(tmp_path_factory.mktemp("synthetic"), train_size=8, val_size=4, test_size=4,
+                                 num_classes=4)
+    module.prepare_data()
+    return module.root
+
+
+def test_registered_in_entry_points() -> None:
+    names = {ep.name: ep.load() for ep in entry_points(group="umt.datamodules")}
+    assert names["kinetics400"] is Kinetics400DataModule and names["ssv2"] is SomethingSomethingV2DataModule
+    assert {"video_list", "kinetics600", "kinetics700", "kinetics710", "mit", "synthetic"} <= set(names)
+
+
+def test_official_defaults() -> None:
+    ssv2 = SomethingSomethingV2DataModule("/data/ssv2")
+    assert (ssv2.num_classes, ssv2.hparams.protocol, ssv2.hparams.flip, ssv2.hparams.test_num_clips) == (
+        174, "ssv2", False, 2)
+    k400 = Kinetics400DataModule("/data/k400", batch_size=4)
+    assert (k400.num_classes, k400.hparams.num_sample, k400.hparams.batch_size) == (400, 2, 4)
+
+
+def test_batches_of_each_split(synthetic_root: Path) -> None:
+    module = VideoListDataModule(synthetic_root, num_classes=4, num_frames=4, img_size=32, batch_size=2,
+                                 num_workers=0, num_sample=2, test_num_clips=2, test_num_crops=3)
+    module.prepare_data()
+    module.setup("fit")
+    train = next(iter(module.train_dataloader()))
+    assert train["video"].shape == (4, 3, 4, 32, 32) and train["video"].dtype == torch.float32
+    assert train["label"].shape == (4,) and not train["replaced"].any()
+    val = next(iter(module.val_dataloader()))
+    assert val["video"].shape == (2, 3, 4, 32, 32)
+    module.setup("test")
+    assert len(module.datasets["test"]) == 4 * 6
+    test = next(iter(module.test_dataloader()))
+    assert test["index"].tolist() == [0, 0] and test["view"].tolist() == [0, 1]
+
+
+def test_missing_list_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"train\.csv: video list not found"):
+        VideoListDataModule(tmp_path).prepare_data()

@@ -1,0 +1,147 @@
+"""The synthetic shape dataset: files, annotation formats, determinism, reuse, and that time decides the class."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from umt.data import synthetic
+from umt.data.synthetic import SHAPES, SyntheticConfig, class_names, generate
+
+SMALL = SyntheticConfig(num_classes=4, train_size=8, val_size=4, test_size=4, num_frames=12, size=48, seed=3)
+PAIR = SyntheticConfig(num_classes=2, train_size=24, val_size=0, test_size=0, num_frames=12, size=48, seed=0)
+
+
+def decode(path: Path) -> np.ndarray:
+    """All frames of a video file: uint8 ``[T, H, W, 3]``."""
+    with av.open(str(path)) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+
+
+def read_split(root: Path, split: str) -> list[tuple[str, int]]:
+    return [(path, int(label)) for path, label in csv.reader((root / f"{split}.csv").read_text().splitlines())]
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate(tmp_path_factory.mktemp("small"), SMALL, progress=False)
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate(tmp_path_factory.mktemp("pair"), PAIR, progress=False)
+
+
+def test_layout_and_annotation_formats(small: Path) -> None:
+    assert (small / "classes.txt").read_text() == "moving left\nmoving right\nmoving up\nmoving down\n"
+    assert class_names(SMALL) == (small / "classes.txt").read_text().splitlines()
+    for split, count in SMALL.split_sizes().items():
+        lines = (small / f"{split}.csv").read_text().splitlines()
+        assert len(lines) == count
+        rows = read_split(small, split)
+        assert [path for path, _ in rows] == [f"videos/{split}/{split}_{i:05d}.mp4" for i in range(count)]
+        assert all(line == f"{path},{label}" for line, (path, label) in zip(lines, rows, strict=True))
+        assert Counter(label for _, label in rows) == dict.fromkeys(range(4), count // 4)
+        captions = json.loads((small / f"{split}_captions.json").read_text())
+        assert [entry["video"] for entry in captions] == [path for path, _ in rows]
+        for entry in captions:
+            assert set(entry) == {"video", "caption"} and entry["caption"].startswith("a ")
+            assert any(f" {shape} " in entry["caption"] for shape in SHAPES)
+    assert json.loads((small / "synthetic.json").read_text())["config"]["seed"] == 3
+
+
+def test_videos_decode_to_the_configured_size(small: Path) -> None:
+    paths = [small / path for split in ("train", "test") for path, _ in read_split(small, split)]
+    assert sorted(small.glob("videos/*/*.mp4")) == sorted(small / path for split in synthetic.SPLITS
+                                                          for path, _ in read_split(small, split))
+    for path in paths:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            assert stream.codec_context.name == "h264" and stream.average_rate == SMALL.fps
+        frames = decode(path)
+        assert frames.shape == (SMALL.num_frames, SMALL.size, SMALL.size, 3)
+        assert frames.std() > 10
+
+
+def test_same_seed_same_dataset_other_seed_differs(small: Path, tmp_path: Path) -> None:
+    again = generate(tmp_path / "again", SMALL, progress=False)
+    other = generate(tmp_path / "other", replace(SMALL, seed=4), progress=False)
+    names = ["train.csv", "val.csv", "test.csv", "train_captions.json", "classes.txt", "synthetic.json"]
+    for name in names:
+        assert (again / name).read_bytes() == (small / name).read_bytes()
+    assert (other / "train_captions.json").read_text() != (small / "train_captions.json").read_text()
+    first = "videos/train/train_00000.mp4"
+    np.testing.assert_array_equal(decode(again / first)[0], decode(small / first)[0])
+    assert not np.array_equal(decode(other / first)[0], decode(small / first)[0])
+
+
+def test_existing_dataset_is_reused_and_a_new_config_replaces_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    config = replace(SMALL, train_size=4, val_size=0, test_size=0, num_frames=4, size=32)
+    out = generate(tmp_path, config, progress=True)
+    assert "synthetic videos" in capsys.readouterr().err
+    with monkeypatch.context() as patch:
+        patch.setattr(synthetic, "write_video", lambda *args, **kwargs: pytest.fail("regenerated a complete dataset"))
+        assert generate(tmp_path, config, progress=False) == out
+    smaller = replace(config, train_size=2, seed=5)
+    generate(tmp_path, smaller, progress=False)
+    assert capsys.readouterr().err == ""
+    assert sorted(path.name for path in tmp_path.glob("videos/*/*.mp4")) == ["train_00000.mp4", "train_00001.mp4"]
+    assert json.loads((tmp_path / "synthetic.json").read_text())["config"]["seed"] == 5
+    (tmp_path / "videos/train/train_00001.mp4").unlink()
+    generate(tmp_path, smaller, progress=False)
+    assert (tmp_path / "videos/train/train_00001.mp4").is_file()
+
+
+@pytest.mark.parametrize("options", [{"num_classes": 1}, {"num_classes": 9}, {"train_size": -1}, {"seed": -1}])
+def test_invalid_config(options: dict[str, int]) -> None:
+    with pytest.raises(ValueError):
+        SyntheticConfig(**options)
+
+
+def centroids(frames: np.ndarray) -> np.ndarray:
+    """Shape centre per frame ``[T, 2]`` (x, y in pixels): pixels far from the per-pixel temporal median."""
+    frames = frames.astype(np.float32)
+    weight = np.abs(frames - np.median(frames, axis=0)).sum(-1)
+    weight = np.where(weight > 60, weight, 0)
+    ys, xs = np.indices(frames.shape[1:3])
+    total = weight.sum((1, 2))
+    return np.stack([(weight * xs).sum((1, 2)) / total, (weight * ys).sum((1, 2)) / total], axis=1)
+
+
+def leave_one_out_accuracy(features: np.ndarray, labels: np.ndarray) -> float:
+    """Nearest-class-mean accuracy, each sample classified by means that exclude it."""
+    features = (features - features.mean(0)) / (features.std(0) + 1e-6)
+    correct = 0
+    for i in range(len(labels)):
+        keep = np.arange(len(labels)) != i
+        means = [features[keep & (labels == c)].mean(0) for c in (0, 1)]
+        correct += int(np.argmin([np.linalg.norm(features[i] - m) for m in means]) == labels[i])
+    return correct / len(labels)
+
+
+def test_time_reversed_pair_needs_temporal_order(pair: Path) -> None:
+    rows = read_split(pair, "train")
+    labels = np.array([label for _, label in rows])
+    clips = [decode(pair / path) for path, _ in rows]
+    tracks = [centroids(clip) for clip in clips]
+    motion = np.array([track[-3:, 0].mean() - track[:3, 0].mean() for track in tracks])
+    assert class_names(PAIR) == ["moving left", "moving right"]
+    assert (motion[labels == 0] < -5).all() and (motion[labels == 1] > 5).all()
+    reversed_left = [centroids(clip[::-1]) for clip, label in zip(clips, labels, strict=True) if label == 0]
+    assert all(track[-3:, 0].mean() - track[:3, 0].mean() > 5 for track in reversed_left)
+
+    def histogram(clip: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.histogram(clip[..., c], bins=8, range=(0, 256))[0] for c in range(3)]) / clip.size
+
+    frame_stats = np.array([np.concatenate([histogram(clip), track.mean(0)]) for clip, track in
+                            zip(clips, tracks, strict=True)])
+    assert leave_one_out_accuracy(frame_stats, labels) <= 0.75
+    assert leave_one_out_accuracy(motion[:, None], labels) == 1.0
