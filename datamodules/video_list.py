@@ -133,8 +133,9 @@ class VideoListDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        """The validation loader; none (Lightning skips validation) when ``val_list`` is None."""
+        return self._loader("val", shuffle=False) if self.hparams.val_list is not None else []
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)

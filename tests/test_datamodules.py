@@ -5,9 +5,11 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
+from umt.data.callbacks import ReplacedVideoCounter
 from umt.datamodules.video_list import (
     Kinetics400DataModule,
     SomethingSomethingV2DataModule,
@@ -57,3 +59,32 @@ def test_batches_of_each_split(synthetic_root: Path) -> None:
 def test_missing_list_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"train\.csv: video list not found"):
         VideoListDataModule(tmp_path).prepare_data()
+
+
+class MeanColourClassifier(L.LightningModule):
+    """The smallest trainable model over a video batch: a linear layer on the mean colour."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(3, num_classes)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        logits = self.fc(batch["video"].mean(dim=(2, 3, 4)))
+        return torch.nn.functional.cross_entropy(logits, batch["label"])
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_unreadable_videos_do_not_stop_training_and_are_counted(synthetic_root: Path, tmp_path: Path) -> None:
+    listed = (synthetic_root / "train.csv").read_text().splitlines()
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    lines = [f"{synthetic_root / line}" for line in listed] + [f"{tmp_path / 'missing.mp4'},1", f"{broken},0"]
+    (tmp_path / "train.csv").write_text("\n".join(lines) + "\n")
+    module = VideoListDataModule(tmp_path, val_list=None, test_list=None, num_classes=4, num_frames=2, img_size=32,
+                                 batch_size=2, num_workers=0, auto_augment=None, random_erasing=0.0)
+    trainer = L.Trainer(max_epochs=1, callbacks=[ReplacedVideoCounter()], logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer.fit(MeanColourClassifier(4), datamodule=module)
+    assert trainer.callback_metrics["data/train_replaced_videos"].item() == 2
