@@ -67,6 +67,17 @@ def test_bad_files_are_replaced_counted_and_named(videos: Path, caplog: pytest.L
     torch.testing.assert_close(again[2]["video"], items[2]["video"])
 
 
+def test_video_shorter_than_asked_is_replaced(videos: Path) -> None:
+    def beyond_the_end(length: int, view: int, rng: np.random.Generator) -> list[int]:
+        return [0, length + 3] if length == 12 else [0, 1]  # the 12-frame videos are too short for this sampler
+
+    (videos / "mixed.csv").write_text("v/a.mp4,0\nlong.mp4,1\n")
+    _gray_video(videos / "long.mp4", frames=20)
+    dataset = VideoClipDataset(read_video_list(videos / "mixed.csv"), beyond_the_end, _to_float)
+    item = dataset[0]
+    assert item["replaced"] and item["label"] == 0 and item["video"].shape == (3, 2, 32, 32)
+
+
 def test_mostly_bad_dataset_stops(tmp_path: Path) -> None:
     (tmp_path / "list.csv").write_text("".join(f"missing{i}.mp4,0\n" for i in range(30)) + "ok.mp4,0\n")
     _gray_video(tmp_path / "ok.mp4")
