@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -16,14 +16,18 @@ from umt.data import samplers
 from umt.data.annotations import read_video_list
 from umt.data.dataset import VideoClipDataset, collate_clips
 from umt.data.synthetic import SyntheticConfig, generate
-from umt.data.transforms import Transform, crop_view, eval_transform, train_transform
+from umt.data.transforms import Transform, crop_view, eval_transform, pretrain_transform, train_transform
 
 Protocol = Literal["kinetics", "ssv2"]
 """Frame sampling and test views: ``kinetics`` (Kinetics-400/600/700/710, MiT) or ``ssv2``."""
+Pipeline = Literal["finetune", "pretrain"]
+"""Training pipeline: fine-tuning (SPEC §2.4) or stage-1 pre-training (SPEC §1.9: one frame per segment,
+multi-scale crop and flip)."""
 
 
-def _train_frames(protocol: Protocol, num_frames: int, length: int, view: int, rng: np.random.Generator) -> list[int]:
-    sample = samplers.ssv2_train_indices if protocol == "ssv2" else samplers.segment_train_indices
+def _train_frames(protocol: Literal["kinetics", "ssv2", "pretrain"], num_frames: int, length: int, view: int,
+                  rng: np.random.Generator) -> list[int]:
+    sample = samplers.ssv2_train_indices if protocol in ("ssv2", "pretrain") else samplers.segment_train_indices
     return sample(length, num_frames, rng)
 
 
@@ -61,6 +65,7 @@ class VideoListDataModule(L.LightningDataModule):
         protocol: ``kinetics`` or ``ssv2`` frame sampling.
         num_sample: clips per video per training step (repeated augmentation).
         flip: horizontal flips in training (off for SSv2, where direction is the label).
+        train_pipeline: ``finetune`` or ``pretrain`` (stage-1 sampling and multi-scale crop; labels unused).
     """
 
     def __init__(
@@ -83,6 +88,7 @@ class VideoListDataModule(L.LightningDataModule):
         test_num_clips: int = 4,
         test_num_crops: int = 3,
         max_bad_fraction: float = 0.5,
+        train_pipeline: Pipeline = "finetune",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -106,9 +112,11 @@ class VideoListDataModule(L.LightningDataModule):
                 continue
             records = read_video_list(self.root / name, self.prefix)
             if split == "train":
-                transform = train_transform(h.img_size, flip=h.flip, auto_augment=h.auto_augment,
-                                            erase_prob=h.random_erasing)
-                dataset = VideoClipDataset(records, partial(_train_frames, h.protocol, h.num_frames),
+                pretrain = h.train_pipeline == "pretrain"
+                transform = pretrain_transform(h.img_size) if pretrain else train_transform(
+                    h.img_size, flip=h.flip, auto_augment=h.auto_augment, erase_prob=h.random_erasing)
+                sampling = "pretrain" if pretrain else h.protocol
+                dataset = VideoClipDataset(records, partial(_train_frames, sampling, h.num_frames),
                                            partial(_one_view, transform), num_sample=h.num_sample,
                                            max_bad_fraction=h.max_bad_fraction)
             elif split == "val":
@@ -144,44 +152,45 @@ class VideoListDataModule(L.LightningDataModule):
 class Kinetics400DataModule(VideoListDataModule):
     """Kinetics-400: 400 classes, repeated augmentation 2, 4 clips x 3 crops at test (official recipe)."""
 
-    def __init__(self, root: str | Path, **options) -> None:
-        super().__init__(root, **({"num_classes": 400, "num_sample": 2} | options))
+    def __init__(self, root: str | Path, num_classes: int = 400, num_sample: int = 2, **kwargs: Any) -> None:
+        super().__init__(root, num_classes=num_classes, num_sample=num_sample, **kwargs)
 
 
 class Kinetics600DataModule(VideoListDataModule):
     """Kinetics-600: 600 classes, repeated augmentation 2, 4 x 3 test views."""
 
-    def __init__(self, root: str | Path, **options) -> None:
-        super().__init__(root, **({"num_classes": 600, "num_sample": 2} | options))
+    def __init__(self, root: str | Path, num_classes: int = 600, num_sample: int = 2, **kwargs: Any) -> None:
+        super().__init__(root, num_classes=num_classes, num_sample=num_sample, **kwargs)
 
 
 class Kinetics700DataModule(VideoListDataModule):
     """Kinetics-700: 700 classes, repeated augmentation 2, 4 x 3 test views."""
 
-    def __init__(self, root: str | Path, **options) -> None:
-        super().__init__(root, **({"num_classes": 700, "num_sample": 2} | options))
+    def __init__(self, root: str | Path, num_classes: int = 700, num_sample: int = 2, **kwargs: Any) -> None:
+        super().__init__(root, num_classes=num_classes, num_sample=num_sample, **kwargs)
 
 
 class Kinetics710DataModule(VideoListDataModule):
     """Kinetics-710 (K400 + K600 + K700 de-duplicated): 710 classes, repeated augmentation 2, 4 x 3 test views."""
 
-    def __init__(self, root: str | Path, **options) -> None:
-        super().__init__(root, **({"num_classes": 710, "num_sample": 2} | options))
+    def __init__(self, root: str | Path, num_classes: int = 710, num_sample: int = 2, **kwargs: Any) -> None:
+        super().__init__(root, num_classes=num_classes, num_sample=num_sample, **kwargs)
 
 
 class SomethingSomethingV2DataModule(VideoListDataModule):
     """Something-Something v2: 174 classes, SSv2 sampling, no flips, repeated augmentation 2, 2 x 3 test views."""
 
-    def __init__(self, root: str | Path, **options) -> None:
-        defaults = {"num_classes": 174, "protocol": "ssv2", "flip": False, "num_sample": 2, "test_num_clips": 2}
-        super().__init__(root, **(defaults | options))
+    def __init__(self, root: str | Path, num_classes: int = 174, protocol: Protocol = "ssv2", flip: bool = False,
+                 num_sample: int = 2, test_num_clips: int = 2, **kwargs: Any) -> None:
+        super().__init__(root, num_classes=num_classes, protocol=protocol, flip=flip, num_sample=num_sample,
+                         test_num_clips=test_num_clips, **kwargs)
 
 
 class MomentsInTimeDataModule(VideoListDataModule):
     """Moments in Time v1: 339 classes, no repeated augmentation, 4 x 3 test views."""
 
-    def __init__(self, root: str | Path, **options) -> None:
-        super().__init__(root, **({"num_classes": 339, "num_sample": 1} | options))
+    def __init__(self, root: str | Path, num_classes: int = 339, num_sample: int = 1, **kwargs: Any) -> None:
+        super().__init__(root, num_classes=num_classes, num_sample=num_sample, **kwargs)
 
 
 class SyntheticDataModule(VideoListDataModule):
@@ -190,12 +199,15 @@ class SyntheticDataModule(VideoListDataModule):
     "moving right") and no RandAugment / random erasing."""
 
     def __init__(self, root: str | Path = "data/synthetic", seed: int = 0, train_size: int = 240,
-                 val_size: int = 60, test_size: int = 60, num_classes: int = 6, **options) -> None:
+                 val_size: int = 60, test_size: int = 60, num_classes: int = 6, num_frames: int = 8,
+                 img_size: int = 64, flip: bool = False, auto_augment: str | None = None,
+                 random_erasing: float = 0.0, test_num_clips: int = 1, test_num_crops: int = 1,
+                 **kwargs: Any) -> None:
         self.synthetic = SyntheticConfig(num_classes=num_classes, train_size=train_size, val_size=val_size,
                                          test_size=test_size, seed=seed)
-        defaults = {"num_frames": 8, "img_size": 64, "test_num_clips": 1, "test_num_crops": 1, "flip": False,
-                    "auto_augment": None, "random_erasing": 0.0}
-        super().__init__(root, num_classes=num_classes, **(defaults | options))
+        super().__init__(root, num_classes=num_classes, num_frames=num_frames, img_size=img_size, flip=flip,
+                         auto_augment=auto_augment, random_erasing=random_erasing, test_num_clips=test_num_clips,
+                         test_num_crops=test_num_crops, **kwargs)
 
     def prepare_data(self) -> None:
         """Generate the dataset if ``root`` does not hold it yet."""

@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from jsonargparse import auto_cli
+from lightning.pytorch.cli import LightningCLI
 
 from umt.checkpoints import Checkpoint, CheckpointError, key_groups, load_weights, read_checkpoint, save_native
 from umt.data.check import check_dataset
@@ -179,9 +181,23 @@ def _synthetic_clip(num_frames: int, size: int = 256) -> torch.Tensor:
     return frames.to(torch.uint8)
 
 
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
+def lightning(argv: list[str] | None) -> None:
+    """``umt fit|validate|test|predict --config RECIPE.yaml``: LightningCLI over any LightningModule and
+    LightningDataModule given by ``class_path`` (the library's or a plugin's)."""
+    LightningCLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                 args=argv, save_config_kwargs={"overwrite": True})
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``umt`` console script."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    command = (sys.argv[1:] if argv is None else argv)[:1]
+    if command and command[0] in LIGHTNING_COMMANDS:
+        lightning(argv)
+        return
     try:
         auto_cli({"convert": convert, "info": info, "classify": classify, "data": {"check": check, "synth": synth}},
                  args=argv, as_positional=True)

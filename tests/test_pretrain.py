@@ -1,0 +1,101 @@
+"""Stage-1 pre-training as a user runs it: recipes, a short run whose loss falls, checkpoints without the teacher."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import yaml
+
+from umt.cli import main
+from umt.datamodules.video_list import SyntheticDataModule
+from umt.module import UMTPretrainModule
+
+REPO = Path(__file__).resolve().parents[1]
+STUDENT = {"embed_dim": 48, "depth": 3, "num_heads": 3, "num_frames": 4, "img_size": 64, "drop_path_rate": 0.0}
+TEACHER = {"width": 32, "layers": 2, "heads": 2, "output_dim": 16, "patch_size": 16, "image_size": 64,
+           "return_layers": 2}
+
+
+def tiny_module(**options) -> UMTPretrainModule:
+    defaults = {"model_options": STUDENT, "teacher_options": TEACHER, "align_layers": 2, "base_lr": 0.2,
+                "warmup_epochs": 0, "batch_size": 4}
+    return UMTPretrainModule(**(defaults | options))
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> SyntheticDataModule:
+    return SyntheticDataModule(tmp_path_factory.mktemp("synthetic"), train_size=16, val_size=0, test_size=0,
+                               num_classes=2, num_frames=4, batch_size=4, num_workers=0, val_list=None,
+                               test_list=None, train_pipeline="pretrain")
+
+
+class LossRecorder(L.Callback):
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        self.losses.append(float(outputs["loss"]))
+
+
+def _trainer(tmp_path: Path, steps: int, **options) -> L.Trainer:
+    return L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_progress_bar=False,
+                     enable_model_summary=False, default_root_dir=tmp_path, **options)
+
+
+@pytest.mark.parametrize(("recipe", "student", "teacher", "drop_path"), [
+    ("umt_b16_k710.yaml", "umt_b16", "clip_b16", 0.1), ("umt_l16_k710.yaml", "umt_l16", "clip_l14", 0.2)])
+def test_recipes_show_the_official_values(recipe: str, student: str, teacher: str, drop_path: float,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(REPO / "recipes" / "pretrain" / recipe), "--print_config"])
+    config = yaml.safe_load(capsys.readouterr().out)
+    model, data, trainer = config["model"]["init_args"], config["data"]["init_args"], config["trainer"]
+    assert (model["model"], model["teacher"], model["model_options"]["drop_path_rate"]) == (student, teacher, drop_path)
+    optimisation = (model["base_lr"], model["min_lr"], model["warmup_epochs"], model["weight_decay"])
+    assert optimisation == (1.5e-4, 1e-5, 40, 0.05)
+    assert (model["betas"], model["mask_ratio"], model["align_layers"]) == ([0.9, 0.95], 0.8, 6)
+    clips = (data["batch_size"], data["num_frames"], data["img_size"], data["train_pipeline"])
+    assert clips == (64, 8, 224, "pretrain")
+    assert trainer["devices"] * trainer["num_nodes"] * data["batch_size"] == 2048 and trainer["max_epochs"] == 201
+
+
+def test_loss_falls_on_synthetic_videos(synthetic: SyntheticDataModule, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    recorder = LossRecorder()
+    _trainer(tmp_path, 40, callbacks=[recorder], enable_checkpointing=False).fit(tiny_module(), datamodule=synthetic)
+    first, last = sum(recorder.losses[:5]) / 5, sum(recorder.losses[-5:]) / 5
+    assert len(recorder.losses) == 40 and last < 0.8 * first, (first, last)
+
+
+def test_teacher_stays_frozen_and_out_of_checkpoints(synthetic: SyntheticDataModule, tmp_path: Path) -> None:
+    module = tiny_module()
+    teacher_before = {k: v.clone() for k, v in module.teacher.state_dict().items()}
+    trainer = _trainer(tmp_path, 3)
+    trainer.fit(module, datamodule=synthetic)
+    optimized = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
+    assert not optimized & {id(p) for p in module.teacher.parameters()}
+    assert all(torch.equal(v, module.teacher.state_dict()[k]) for k, v in teacher_before.items())
+    (checkpoint,) = (tmp_path / "checkpoints").glob("*.ckpt")
+    saved = torch.load(checkpoint, weights_only=False)
+    assert not [k for k in saved["state_dict"] if k.startswith("teacher.")]
+    assert saved["umt_teacher"] == {"name": "clip_b16", "weights": None}
+    restored = UMTPretrainModule.load_from_checkpoint(checkpoint, weights_only=False)  # strict: teacher put back
+    torch.testing.assert_close(restored.head.heads[0].head.weight, module.head.heads[0].head.weight)
+
+
+def test_lr_warms_up_then_decays(synthetic: SyntheticDataModule, tmp_path: Path) -> None:
+    module = tiny_module(warmup_epochs=1, base_lr=0.256, min_lr=0.0256)
+    rates = []
+
+    class LrRecorder(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    _trainer(tmp_path, -1, max_epochs=3, callbacks=[LrRecorder()], enable_checkpointing=False).fit(
+        module, datamodule=synthetic)
+    peak = 0.256 * 4 / 256  # scaled by the global batch
+    assert rates[0] == 0 and max(rates) == pytest.approx(peak) and rates[4] == pytest.approx(peak)
+    assert rates[-1] < rates[5] and rates[-1] >= 0.0256 * 4 / 256 - 1e-12
