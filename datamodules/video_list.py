@@ -8,13 +8,13 @@ from typing import Any, Literal
 
 import lightning as L
 import numpy as np
-import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from umt.data import samplers
 from umt.data.annotations import read_video_list
-from umt.data.dataset import VideoClipDataset, collate_clips
+from umt.data.dataset import ResumableRandomSampler, VideoClipDataset, collate_clips
 from umt.data.synthetic import SyntheticConfig, generate
 from umt.data.transforms import Transform, crop_view, eval_transform, pretrain_transform, train_transform
 
@@ -35,11 +35,6 @@ def _test_frames(protocol: Protocol, num_frames: int, num_clips: int, length: in
                  rng: np.random.Generator) -> list[int]:
     sample = samplers.ssv2_test_indices if protocol == "ssv2" else samplers.segment_test_indices
     return sample(length, num_frames, num_clips, view)
-
-
-def _seed_numpy(worker_id: int) -> None:
-    """Give each loader worker its own numpy stream (RandAugment draws from numpy), derived from torch's seed."""
-    np.random.seed(torch.initial_seed() % 2**32)
 
 
 def _one_view(transform: Transform, clip: Tensor, view: int) -> Tensor:
@@ -66,6 +61,7 @@ class VideoListDataModule(L.LightningDataModule):
         num_sample: clips per video per training step (repeated augmentation).
         flip: horizontal flips in training (off for SSv2, where direction is the label).
         train_pipeline: ``finetune`` or ``pretrain`` (stage-1 sampling and multi-scale crop; labels unused).
+        seed: fixes the training order and augmentations, epoch by epoch (resumable mid-epoch).
     """
 
     def __init__(
@@ -89,11 +85,13 @@ class VideoListDataModule(L.LightningDataModule):
         test_num_crops: int = 3,
         max_bad_fraction: float = 0.5,
         train_pipeline: Pipeline = "finetune",
+        seed: int = 0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
         self.root = Path(root)
         self.prefix = Path(prefix) if prefix is not None else self.root
+        root, prefix = str(root), None if prefix is None else str(prefix)  # plain strings in checkpoints
+        self.save_hyperparameters()
         self.num_classes = num_classes
         self.datasets: dict[str, VideoClipDataset] = {}
 
@@ -130,23 +128,24 @@ class VideoListDataModule(L.LightningDataModule):
                                            max_bad_fraction=h.max_bad_fraction)
             self.datasets[split] = dataset
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, train: bool) -> DataLoader:
         if split not in self.datasets:
             raise RuntimeError(f"no {split} split: set {split}_list and call setup()")
-        h = self.hparams
-        return DataLoader(self.datasets[split], batch_size=h.batch_size, shuffle=shuffle, num_workers=h.num_workers,
-                          collate_fn=collate_clips, drop_last=shuffle, persistent_workers=h.num_workers > 0,
-                          worker_init_fn=_seed_numpy)
+        h, dataset = self.hparams, self.datasets[split]
+        sampler = ResumableRandomSampler(len(dataset), h.seed) if train else None
+        return StatefulDataLoader(dataset, batch_size=h.batch_size, sampler=sampler, num_workers=h.num_workers,
+                                  collate_fn=collate_clips, drop_last=train, persistent_workers=h.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        """Shuffled training batches, resumable mid-epoch (order and augmentation fixed by ``seed``)."""
+        return self._loader("train", train=True)
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         """The validation loader; none (Lightning skips validation) when ``val_list`` is None."""
-        return self._loader("val", shuffle=False) if self.hparams.val_list is not None else []
+        return self._loader("val", train=False) if self.hparams.val_list is not None else []
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test", train=False)
 
 
 class Kinetics400DataModule(VideoListDataModule):
@@ -203,11 +202,12 @@ class SyntheticDataModule(VideoListDataModule):
                  img_size: int = 64, flip: bool = False, auto_augment: str | None = None,
                  random_erasing: float = 0.0, test_num_clips: int = 1, test_num_crops: int = 1,
                  **kwargs: Any) -> None:
+        root = str(root)  # plain strings in checkpoints
         self.synthetic = SyntheticConfig(num_classes=num_classes, train_size=train_size, val_size=val_size,
                                          test_size=test_size, seed=seed)
         super().__init__(root, num_classes=num_classes, num_frames=num_frames, img_size=img_size, flip=flip,
                          auto_augment=auto_augment, random_erasing=random_erasing, test_num_clips=test_num_clips,
-                         test_num_crops=test_num_crops, **kwargs)
+                         test_num_crops=test_num_crops, seed=seed, **kwargs)
 
     def prepare_data(self) -> None:
         """Generate the dataset if ``root`` does not hold it yet."""

@@ -8,6 +8,7 @@ import lightning as L
 import pytest
 import torch
 import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from umt.cli import main
 from umt.datamodules.video_list import SyntheticDataModule
@@ -99,3 +100,34 @@ def test_lr_warms_up_then_decays(synthetic: SyntheticDataModule, tmp_path: Path)
     peak = 0.256 * 4 / 256  # scaled by the global batch
     assert rates[0] == 0 and max(rates) == pytest.approx(peak) and rates[4] == pytest.approx(peak)
     assert rates[-1] < rates[5] and rates[-1] >= 0.0256 * 4 / 256 - 1e-12
+
+
+class StopAfter(L.Callback):
+    """Interrupts a run after ``steps`` optimizer steps, as a crash or a pre-emption would."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        trainer.should_stop = trainer.should_stop or trainer.global_step >= self.steps
+
+
+def test_resume_mid_epoch_reaches_the_same_weights(synthetic: SyntheticDataModule, tmp_path: Path) -> None:
+    """4 steps per epoch: a 7-step run interrupted after step 3 (mid-epoch) and resumed from its checkpoint ends
+    with the weights of the uninterrupted run (drop path on, so random streams must resume too)."""
+    def run(root: Path, resume: Path | None = None, stop: int | None = None) -> UMTPretrainModule:
+        L.seed_everything(0)
+        module = tiny_module(model_options=STUDENT | {"drop_path_rate": 0.1})
+        callbacks = [ModelCheckpoint(dirpath=str(root), every_n_train_steps=1, save_top_k=-1, filename="{step}")]
+        _trainer(root, 7, callbacks=callbacks + ([StopAfter(stop)] if stop else [])).fit(
+            module, datamodule=synthetic, ckpt_path=resume)
+        return module
+
+    straight = run(tmp_path / "straight")
+    interrupted = run(tmp_path / "interrupted", stop=3)
+    assert interrupted.global_step == 3
+    resumed = run(tmp_path / "resumed", resume=tmp_path / "interrupted" / "step=3.ckpt")
+    assert resumed.global_step == 7
+    for (name, expected), actual in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(actual, expected, msg=name)
+    assert not torch.equal(interrupted.head.heads[0].head.weight, straight.head.heads[0].head.weight)

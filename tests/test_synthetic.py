@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from umt.data import synthetic
-from umt.data.synthetic import SHAPES, SyntheticConfig, class_names, generate
+from umt.data.synthetic import SHAPES, SyntheticConfig, class_names, generate, sample_clip
 
 SMALL = SyntheticConfig(num_classes=4, train_size=8, val_size=4, test_size=4, num_frames=12, size=48, seed=3)
 PAIR = SyntheticConfig(num_classes=2, train_size=24, val_size=0, test_size=0, num_frames=12, size=48, seed=0)
@@ -77,9 +77,13 @@ def test_same_seed_same_dataset_other_seed_differs(small: Path, tmp_path: Path) 
     for name in names:
         assert (again / name).read_bytes() == (small / name).read_bytes()
     assert (other / "train_captions.json").read_text() != (small / "train_captions.json").read_text()
+    # the rendered clips are identical; the h264 encoder may round a few pixels differently from run to run
+    rendered = [sample_clip(1, SMALL, np.random.default_rng([3, 0, 0]))[0] for _ in range(2)]
+    np.testing.assert_array_equal(*rendered)
     first = "videos/train/train_00000.mp4"
-    np.testing.assert_array_equal(decode(again / first)[0], decode(small / first)[0])
-    assert not np.array_equal(decode(other / first)[0], decode(small / first)[0])
+    same = np.abs(decode(again / first).astype(int) - decode(small / first).astype(int)).mean()
+    different = np.abs(decode(other / first).astype(int) - decode(small / first).astype(int)).mean()
+    assert same < 1.5 and different > 10, (same, different)
 
 
 def test_existing_dataset_is_reused_and_a_new_config_replaces_it(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import random
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.utilities import grad_norm
 from torch import Tensor, nn
@@ -38,6 +40,8 @@ class UMTPretrainModule(L.LightningModule):
         batch_size: clips per process and step, used for the lr scaling when the trainer has no data module
             (otherwise the data module's ``batch_size``).
         warmup_epochs: linear warm-up from 0, then per-step cosine to ``min_lr``.
+        seed: masks are drawn from a generator seeded by ``(seed, global step)``; with the random states
+            saved in checkpoints this makes a resumed run follow the uninterrupted one.
     """
 
     def __init__(
@@ -55,6 +59,7 @@ class UMTPretrainModule(L.LightningModule):
         weight_decay: float = 0.05,
         betas: tuple[float, float] = (0.9, 0.95),
         batch_size: int = 64,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -68,13 +73,15 @@ class UMTPretrainModule(L.LightningModule):
                              "of the teacher's attention must index the student's tokens")
         self.return_layers = alignment_layers(config.depth, align_layers)
         self.head = AlignmentHead(config.embed_dim, self.teacher.config.output_dim, config.num_tokens, align_layers)
+        self.rng_states_to_restore: dict[str, Any] | None = None
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         """Loss of one batch ``{"video": [B, 3, T, H, W], ...}``."""
         video = batch["video"]
         with torch.no_grad():
             target = self.teacher(video)
-            mask = attention_mask(target.cls_attention.float(), video.shape[2], self.hparams.mask_ratio)
+            generator = torch.Generator(video.device).manual_seed(self.hparams.seed * 1_000_003 + self.global_step)
+            mask = attention_mask(target.cls_attention.float(), video.shape[2], self.hparams.mask_ratio, generator)
             visible = target.features[:, ~mask].reshape(len(target.features), video.shape[0], -1,
                                                          target.features.shape[-1])
         aligned = self.head(self.encoder(video, mask, self.return_layers), mask)
@@ -103,16 +110,43 @@ class UMTPretrainModule(L.LightningModule):
             optimizer, lambda step: _warmup_cosine(step, warmup, total, h.min_lr / h.base_lr))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """After a resume, continue the random streams (drop path) where the checkpoint left them."""
+        if self.rng_states_to_restore is not None:
+            _set_rng_states(self.rng_states_to_restore)
+            self.rng_states_to_restore = None
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Leave the frozen teacher out of the file; record which teacher it needs."""
+        """Leave the frozen teacher out of the file; record which teacher it needs, and the random states."""
         state = checkpoint["state_dict"]
         for key in [k for k in state if k.startswith(TEACHER_PREFIX)]:
             del state[key]
         checkpoint["umt_teacher"] = {"name": self.hparams.teacher, "weights": self.hparams.teacher_weights}
+        checkpoint["umt_rng_states"] = _collect_rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Put this module's teacher weights back, so that loading stays strict."""
+        """Put this module's teacher weights back, so that loading stays strict; keep the random states for
+        the first training batch."""
         checkpoint["state_dict"].update({TEACHER_PREFIX + k: v for k, v in self.teacher.state_dict().items()})
+        self.rng_states_to_restore = checkpoint.get("umt_rng_states")
+
+
+def _collect_rng_states() -> dict[str, Any]:
+    """torch (CPU, CUDA), numpy and ``random`` states, in types a ``weights_only`` checkpoint load accepts."""
+    name, keys, position, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": (name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss),
+            "python": random.getstate()}
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    """Restore what ``_collect_rng_states`` collected."""
+    torch.set_rng_state(states["torch"])
+    if states["cuda"]:
+        torch.cuda.set_rng_state_all(states["cuda"])
+    name, keys, position, has_gauss, gauss = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    random.setstate(states["python"])
 
 
 def _warmup_cosine(step: int, warmup: int, total: int, floor: float) -> float:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import random
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset, Sampler, default_collate
 
 from umt.data.annotations import VideoRecord
 from umt.data.decoding import VideoError, probe, read_frames
@@ -68,7 +70,12 @@ class VideoClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records) * self.views
 
-    def __getitem__(self, item: int) -> dict[str, Any]:
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
+        """Item ``item``; a pair ``(item, seed)`` (from ``ResumableRandomSampler``) fixes all its randomness."""
+        if isinstance(item, tuple):
+            item, seed = item
+            with seeded(seed):
+                return self[item]
         video, view = divmod(item, self.views)
         for attempt in range(self.max_retries + 1):
             source = video if attempt == 0 else int(np.random.default_rng((video, attempt)).integers(len(self.records)))
@@ -100,6 +107,52 @@ class VideoClipDataset(Dataset):
                 f"{self.failures} of {self.loads} video loads failed (last: {error}); check the dataset with "
                 f"`umt data check ANNOTATIONS`"
             )
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed torch (CPU), numpy and ``random`` for the block, then put their previous states back."""
+    states = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        torch.set_rng_state(states[0])
+        np.random.set_state(states[1])
+        random.setstate(states[2])
+
+
+class ResumableRandomSampler(Sampler[tuple[int, int]]):
+    """Shuffles ``size`` items per epoch and gives each drawn item its own seed: yields ``(item, seed)``.
+
+    Order and seeds depend only on ``(seed, epoch, position)``, and ``state_dict`` holds the epoch and position,
+    so a loader (``torchdata``'s ``StatefulDataLoader``, which Lightning checkpoints) resumed mid-epoch yields
+    exactly what an uninterrupted run would, whatever the workers and the global random state.
+    """
+
+    def __init__(self, size: int, seed: int = 0) -> None:
+        self.size, self.seed = size, seed
+        self.epoch = self.position = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.size, generator=generator).tolist()
+        seeds = torch.randint(0, 2**62, (self.size,), generator=generator).tolist()
+        while self.position < self.size:
+            self.position += 1
+            yield order[self.position - 1], seeds[self.position - 1]
+        self.epoch, self.position = self.epoch + 1, 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.position = state["epoch"], state["position"]
 
 
 def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
