@@ -12,7 +12,7 @@ import torch
 
 import umt
 from conftest import KEYS_MANIFEST, TINY, write_official_classifier
-from umt.checkpoints import DROPPED_BY_FAMILY, CheckpointError, read_checkpoint, save_native
+from umt.checkpoints import DROPPED_BY_FAMILY, CheckpointError, load_weights, read_checkpoint, save_native
 
 MANIFESTS: dict[str, dict[str, list[int]]] = json.loads(KEYS_MANIFEST.read_text())
 
@@ -85,8 +85,6 @@ def test_stage1_student_reports_fresh_head() -> None:
     state = _random_state(MANIFESTS["pretrain_b16_f8_224"])
     checkpoint = read_checkpoint(state)
     model = umt.create_model("umt_b16", checkpoint, num_classes=400, device="meta")
-    from umt.checkpoints import load_weights
-
     report = load_weights(model, checkpoint)
     assert report.initialised == ["head.fc.bias", "head.fc.weight", "head.fc_norm.bias", "head.fc_norm.weight"]
     assert {k.split(".")[0] for k in report.dropped} == {"encoder", "clip_decoder"}

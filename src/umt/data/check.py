@@ -12,8 +12,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from umt.data.annotations import VideoRecord, read_video_list
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+from umt.data.decoding import IMAGE_SUFFIXES
 
 
 @dataclass(frozen=True)

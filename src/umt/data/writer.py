@@ -38,7 +38,7 @@ def write_video(
     height, width = frames.shape[1:3]
     with av.open(str(path), mode="w", options=container_options or {}) as container:
         stream = container.add_stream(codec, rate=fps, options=options or {})
-        if options and "threads" in options:  # PyAV's own thread count would override the encoder option
+        if options and "threads" in options:  # also on PyAV's codec context, which has its own thread count
             stream.codec_context.thread_count = int(options["threads"])
         stream.width, stream.height = width, height
         stream.pix_fmt = pix_fmt or ("yuv444p" if height % 2 or width % 2 else "yuv420p")
