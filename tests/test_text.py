@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import BertModel
+from transformers import BertForMaskedLM, BertModel
 
 from umt.data.text import clean_text, load_tokenizer, tokenize
 from umt.models.text import TextConfig, TextEncoder
@@ -54,6 +54,25 @@ def test_minilm_weights_give_bert_hidden_states(minilm: BertModel, fusion_layer:
     with torch.no_grad():
         expected = minilm(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[fusion_layer]
         actual = encoder.forward_text(ids, mask)
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_masked_lm_file_with_legacy_names_gives_bert_logits(tmp_path: Path) -> None:
+    """A ``BertForMaskedLM`` file (``bert.*``, ``cls.*``; old ``LayerNorm.gamma/beta`` names) loads whole: the MLM
+    logits of the text-only layers equal ``transformers.BertForMaskedLM``."""
+    text_only = TextConfig(**{**SMALL.__dict__, "fusion_layer": SMALL.num_layers, "encoder_width": 32})
+    torch.manual_seed(0)
+    reference = BertForMaskedLM(text_only.bert_config()).eval()
+    state = {key.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): value
+             for key, value in reference.state_dict().items()}
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    encoder = TextEncoder(text_only).eval()
+    assert encoder.load_bert(tmp_path) == []
+    ids = torch.randint(1, 50, (2, 7))
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        expected = reference(input_ids=ids, attention_mask=mask).logits
+        actual = encoder.mlm_logits(ids, mask, torch.zeros(2, 1, 32))
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-4)
 
 

@@ -134,12 +134,19 @@ def test_per_frame_similarity_and_temperature_clamp(first_case: dict) -> None:
     with torch.no_grad():
         _, per_frame = model.encode_video(inputs["video"].float(), per_frame=True)
         text = model.encode_text(inputs["input_ids"], inputs["attention_mask"])
-        model.temp.fill_(1.0)
         sim = model.similarity(per_frame, text)
         frames = [model.similarity(per_frame[:, [t]], text) for t in range(per_frame.shape[1])]
     assert per_frame.shape == (2, first_case["config"]["num_frames"], first_case["config"]["embed_dim"])
-    assert model.temp.item() == pytest.approx(0.5)
     torch.testing.assert_close(sim, torch.stack(frames).mean(0))
+    for value, clamped in ((1.0, 0.5), (1e-5, 0.001), (0.2, 0.2)):
+        with torch.no_grad():
+            model.temp.fill_(value)
+        model.clamp_temperature()
+        assert model.temp.item() == pytest.approx(clamped)
+    model.clamp_temperature()
+    loss = model.similarity(per_frame, text).logsumexp(1).sum() + model.similarity(per_frame, text).t().sum()
+    loss.backward()
+    assert model.temp.grad is not None and model.temp.grad.abs() > 0
 
 
 def test_shape_errors_are_explained(first_case: dict) -> None:

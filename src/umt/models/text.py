@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,10 @@ from transformers.models.bert.modeling_bert import (
 )
 
 logger = logging.getLogger("umt")
+
+_NOT_LOADED = ("bert.pooler.", "cls.seq_relationship.", "cls.predictions.decoder.")
+"""Keys of Hugging Face BERT files that the text encoder has no use for (pooler, next-sentence head) or ties
+to other weights (the MLM decoder is the word embedding table and ``cls.predictions.bias``)."""
 
 
 @dataclass(frozen=True)
@@ -190,7 +195,8 @@ class TextEncoder(nn.Module):
 
     def load_bert(self, path: str | Path) -> list[str]:
         """Load the weights of a Hugging Face BERT folder (``model.safetensors`` or ``pytorch_model.bin`` of a
-        ``BertModel`` or ``BertForMaskedLM``) into the matching keys, as the official initialisation does.
+        ``BertModel`` or ``BertForMaskedLM``; legacy ``LayerNorm.gamma/beta`` names accepted) into the matching
+        keys, as the official initialisation does.
 
         Returns the keys initialised fresh (cross-attention; the MLM transform if the file has none).
 
@@ -202,7 +208,8 @@ class TextEncoder(nn.Module):
         mapped: dict[str, Tensor] = {}
         for key, value in state.items():
             name = key if key.startswith(("bert.", "cls.")) else "bert." + key
-            if name.endswith("position_ids") or name.startswith(("bert.pooler.", "cls.seq_relationship.")):
+            name = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", name))
+            if name.endswith("position_ids") or name.startswith(_NOT_LOADED):
                 continue
             if name not in target:
                 raise ValueError(f"{path}: weight {key} has no place in the text encoder")

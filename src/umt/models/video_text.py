@@ -18,7 +18,7 @@ from umt.models.config import MODEL_CONFIGS, ModelConfig
 from umt.models.text import TEXT_CONFIGS, TextConfig, TextEncoder
 
 TEMP_RANGE = (0.001, 0.5)
-"""Bounds the official model clamps the temperature to (in place, before every similarity)."""
+"""Bounds the official model clamps the temperature to (in place, at the start of every training forward)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,11 @@ class VideoTextModel(nn.Module):
         """Text-only layers: ``input_ids [B, L]``, ``attention_mask [B, L]`` -> ``[B, L, H]``."""
         return self.text_encoder.forward_text(input_ids, attention_mask)
 
+    def clamp_temperature(self) -> None:
+        """Clamp ``temp`` in place to ``TEMP_RANGE`` (the official forward does this before every training step)."""
+        with torch.no_grad():
+            self.temp.clamp_(*TEMP_RANGE)
+
     def video_embedding(self, pooled: Tensor) -> Tensor:
         """L2-normalised ``vision_proj`` of pooled features: ``[B, P, C] -> [B, P, E]``."""
         return F.normalize(self.vision_proj(pooled), dim=-1)
@@ -120,13 +125,11 @@ class VideoTextModel(nn.Module):
             video_pooled: ``[V, P, C]`` from ``encode_video`` (P = 1, or frames with ``per_frame``).
             text_states: ``[T, L, H]`` from ``encode_text``.
 
-        The temperature is first clamped in place to ``TEMP_RANGE``, as the official model does.
+        Uses ``temp`` as it is; training calls ``clamp_temperature`` once per step first, as the official model.
         """
         if video_pooled.ndim != 3 or text_states.ndim != 3:
             raise ValueError(f"expected video_pooled [V, P, C] and text_states [T, L, H], got "
                              f"{list(video_pooled.shape)} and {list(text_states.shape)}")
-        with torch.no_grad():
-            self.temp.clamp_(*TEMP_RANGE)
         cosine = torch.einsum("vpe,te->vpt", self.video_embedding(video_pooled), self.text_embedding(text_states))
         return cosine.mean(1) / self.temp
 
