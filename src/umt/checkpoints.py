@@ -1,5 +1,5 @@
-"""Read official UMT checkpoints (and this library's own files), map them onto ``VideoClassifier``
-keys, and load them strictly: nothing missing, nothing unexpected, shapes equal, or one clear error.
+"""Read official UMT checkpoints (and this library's own files), map them onto ``VideoClassifier`` (or
+``VideoTextModel``) keys, and load them strictly: nothing missing, nothing unexpected, shapes equal, or one clear error.
 
 Layouts understood (SPEC.md §5.3), each wrapped in ``model``, ``module`` or bare:
 
