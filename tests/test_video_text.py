@@ -149,8 +149,13 @@ def test_per_frame_similarity_and_temperature_clamp(first_case: dict) -> None:
     assert model.temp.grad is not None and model.temp.grad.abs() > 0
 
 
-def test_shape_errors_are_explained(first_case: dict) -> None:
-    model = VideoTextModel(case_config(first_case))
+def test_images_and_shape_errors(first_case: dict) -> None:
+    model = VideoTextModel(case_config(first_case)).eval()
+    width, side = first_case["config"]["embed_dim"], first_case["config"]["img_size"]
+    with torch.no_grad():
+        tokens, pooled = model.encode_video(torch.randn(1, 3, 1, side, side))
+    assert tokens.shape == (1, (side // first_case["config"]["patch_size"]) ** 2, width)
+    assert pooled.shape == (1, 1, width)
     with pytest.raises(ValueError, match="expected a video"):
         model.encode_video(torch.zeros(1, 3, 2, 224, 224))
     with pytest.raises(ValueError, match=r"both be \[B, L\]"):
