@@ -12,10 +12,9 @@ from conftest import load_reference
 
 ATOL, RTOL = 1e-5, 1e-4
 
-TESTED_ELSEWHERE = {"pretrain_student": "tests/test_alignment.py", "clip_teacher": "tests/test_teacher.py"}
+TESTED_ELSEWHERE = {"pretrain_student": "tests/test_alignment.py", "clip_teacher": "tests/test_teacher.py",
+                    "mm_model": "tests/test_video_text.py"}
 """Kinds whose parity tests sit beside their model part."""
-PENDING_KINDS = {"mm_model": "stage-2 model with BERT fusion (video-language issue)"}
-"""Kinds of the reference format whose model parts this library does not have yet."""
 
 CASES = load_reference()
 ARCH_KEYS = ("embed_dim", "depth", "num_heads", "num_frames", "img_size", "patch_size", "tubelet_size",
@@ -35,7 +34,7 @@ def _close(actual: torch.Tensor, expected: torch.Tensor) -> None:
 
 
 def test_every_case_has_a_known_kind() -> None:
-    known = {"finetune", "mm_vision", *TESTED_ELSEWHERE, *PENDING_KINDS}
+    known = {"finetune", "mm_vision", *TESTED_ELSEWHERE}
     unknown = {name: case["kind"] for name, case in CASES.items() if case["kind"] not in known}
     assert not unknown, f"reference cases of unknown kind: {unknown}"
 

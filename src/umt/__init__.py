@@ -1,5 +1,8 @@
 """unmasked-teacher: UMT video foundation models (ICCV 2023) for PyTorch and Lightning."""
 
+from importlib import import_module
+from typing import Any
+
 from umt.checkpoints import CheckpointError, read_checkpoint
 from umt.models.classifier import VideoClassifier
 from umt.models.config import ModelConfig, list_models
@@ -11,9 +14,21 @@ __all__ = [
     "EncoderOutput",
     "ModelConfig",
     "VideoClassifier",
+    "VideoTextConfig",
+    "VideoTextModel",
     "VideoViT",
     "create_model",
+    "create_video_text_model",
     "list_models",
     "read_checkpoint",
 ]
 __version__ = "0.1.0"
+
+_LAZY = {name: "umt.models.video_text" for name in ("VideoTextConfig", "VideoTextModel", "create_video_text_model")}
+"""Names imported on first use: the video-text model pulls in transformers, which video-only use never needs."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'umt' has no attribute {name!r}")

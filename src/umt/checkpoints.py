@@ -1,5 +1,5 @@
-"""Read official UMT checkpoints (and this library's own files), map them onto ``VideoClassifier``
-keys, and load them strictly: nothing missing, nothing unexpected, shapes equal, or one clear error.
+"""Read official UMT checkpoints (and this library's own files), map them onto ``VideoClassifier`` (or
+``VideoTextModel``) keys, and load them strictly: nothing missing, nothing unexpected, shapes equal, or one clear error.
 
 Layouts understood (SPEC.md §5.3), each wrapped in ``model``, ``module`` or bare:
 
@@ -9,6 +9,13 @@ Layouts understood (SPEC.md §5.3), each wrapped in ``model``, ``module`` or bar
 - ``mm_vision``: stage-2 vision encoders (``encoder.*``, ``clip_decoder.*``, ``pool_norm``), bare or as
   the ``vision_encoder.`` part of a whole stage-2 / retrieval / QA model.
 - ``umt``: files written by ``umt convert`` (config + state dict).
+
+Whole stage-2 models (``read_video_text_checkpoint``, mapped to ``VideoTextModel`` keys):
+
+- ``mm_model``: stage-2 pre-training (``vision_encoder.*``, ``text_encoder.bert.*``, ``text_encoder.cls.*``,
+  projections, ``itm_head``, ``temp``, and the ``clip_teacher.*`` it was trained with).
+- ``mm_retrieval``: retrieval / multiple-choice fine-tuned models (``text_encoder.*`` without ``bert.``, no
+  MLM head: it is initialised fresh and reported).
 """
 
 from __future__ import annotations
@@ -57,10 +64,10 @@ class CheckpointError(ValueError):
 
 @dataclass
 class Checkpoint:
-    """A checkpoint mapped to ``VideoClassifier`` keys.
+    """A checkpoint mapped to this library's keys (``VideoClassifier``, or ``VideoTextModel`` for ``mm_*``).
 
     Attributes:
-        family: ``finetune``, ``pretrain``, ``mm_vision`` or ``umt``.
+        family: ``finetune``, ``pretrain``, ``mm_vision``, ``umt``, ``mm_model`` or ``mm_retrieval``.
         state_dict: tensors under this library's key names.
         dropped: checkpoint keys left out by design (see ``DROPPED_BY_FAMILY``).
         config: model options the file implies (e.g. ``final_norm``, ``num_classes``); user overrides win.
@@ -305,3 +312,98 @@ def save_native(model: nn.Module, path: str | Path, name: str) -> None:
     """Write ``model`` (a ``VideoClassifier``) as a ``umt`` file: format tag, model name, config, weights."""
     torch.save({"format": NATIVE_FORMAT, "version": NATIVE_VERSION, "name": name,
                 "config": asdict(model.config), "state_dict": model.state_dict()}, path)
+
+
+VIDEO_TEXT_DROPPED = ("clip_teacher.", "vision_encoder.clip_decoder.", "text_encoder.bert.embeddings.position_ids")
+"""Stage-2 keys dropped by design: the CLIP teacher and alignment heads (pre-training only) and the position-id
+buffer older transformers saved."""
+
+TIED_KEYS = {
+    "text_encoder.cls.predictions.decoder.weight": "text_encoder.bert.embeddings.word_embeddings.weight",
+    "text_encoder.cls.predictions.decoder.bias": "text_encoder.cls.predictions.bias",
+}
+"""MLM decoder tensors that are the same parameters as the ones they map to (tied weights)."""
+
+
+def _video_text_family(state: dict[str, Tensor], origin: str) -> str:
+    keys = set(state)
+    if any(k.startswith("text_decoder.") for k in keys):
+        raise CheckpointError(f"{origin} is a video-QA model (text_decoder.*), which VideoTextModel does not hold")
+    if "vision_encoder.encoder.patch_embed.proj.weight" in keys:
+        if any(k.startswith("text_encoder.bert.") for k in keys):
+            return "mm_model"
+        if any(k.startswith("text_encoder.embeddings.") for k in keys):
+            return "mm_retrieval"
+    video_family = _detect_family(state, origin)
+    raise CheckpointError(f"{origin} holds a {video_family} video checkpoint without a text encoder, not a stage-2 "
+                          "video-text model; load it with umt.create_model")
+
+
+def read_video_text_checkpoint(source: str | Path | Mapping[str, Any], trust_pickle: bool = False) -> Checkpoint:
+    """Read an official stage-2 model (pre-trained or retrieval fine-tuned) and map it to ``VideoTextModel`` keys.
+
+    Raises:
+        CheckpointError: unreadable file, a video-only / QA / ``umt convert`` file, or tied MLM decoder tensors
+            that differ from the embeddings they are tied to.
+    """
+    origin = str(source) if isinstance(source, (str, Path)) else "checkpoint object"
+    obj = _torch_load(Path(source), trust_pickle) if isinstance(source, (str, Path)) else source
+    state, native = _unwrap(obj, origin)
+    if native is not None:
+        raise CheckpointError(f"{origin} is a `umt convert` file of a video model, not a stage-2 video-text model")
+    family = _video_text_family(state, origin)
+    mapped: dict[str, Tensor] = {}
+    dropped: list[str] = []
+    for key, value in state.items():
+        if key.startswith(VIDEO_TEXT_DROPPED):
+            dropped.append(key)
+            continue
+        if key.startswith("vision_encoder.pool_norm."):
+            key = "vision_encoder.head.fc_norm." + key.removeprefix("vision_encoder.pool_norm.")
+        elif family == "mm_retrieval" and key.startswith("text_encoder."):
+            key = "text_encoder.bert." + key.removeprefix("text_encoder.")
+            if key == "text_encoder.bert.embeddings.position_ids":
+                dropped.append(key)
+                continue
+        mapped[key] = value
+    for tied, source_key in TIED_KEYS.items():
+        if tied in mapped:
+            if source_key in mapped and not torch.equal(mapped[tied], mapped[source_key]):
+                raise CheckpointError(f"{origin}: {tied} differs from {source_key}, but the two are tied")
+            del mapped[tied]
+    return Checkpoint(family, mapped, dropped)
+
+
+def load_video_text_weights(model: nn.Module, checkpoint: Checkpoint) -> LoadReport:
+    """Load a ``read_video_text_checkpoint`` result into a ``VideoTextModel`` strictly.
+
+    Only the MLM head of an ``mm_retrieval`` file (which has none) may be absent: it is initialised fresh and
+    reported. Everything else must match key for key and shape for shape.
+
+    Raises:
+        CheckpointError: missing or unexpected keys, or shape mismatches (naming keys and both shapes).
+    """
+    state = checkpoint.state_dict
+    target = {k: v for k, v in model.state_dict().items() if k not in TIED_KEYS}
+    fresh_allowed = set()
+    if checkpoint.family == "mm_retrieval":
+        fresh_allowed = {k for k in target if k.startswith("text_encoder.cls.")}
+    missing = sorted(set(target) - set(state) - fresh_allowed)
+    unexpected = sorted(set(state) - set(target))
+    mismatched = [(k, list(state[k].shape), list(target[k].shape))
+                  for k in target if k in state and state[k].shape != target[k].shape]
+    if missing or unexpected or mismatched:
+        lines = [f"{checkpoint.family} checkpoint does not fit the video-text model"]
+        lines += [f"  {key}: checkpoint {have} vs model {want}" for key, have, want in mismatched[:8]]
+        if len(mismatched) > 8:
+            lines.append(f"  ... and {len(mismatched) - 8} more shape mismatches")
+        if missing:
+            lines.append(f"  missing from the checkpoint: {key_groups(missing)} ({len(missing)} keys)")
+        if unexpected:
+            lines.append(f"  not in the model: {key_groups(unexpected)} ({len(unexpected)} keys)")
+        raise CheckpointError("\n".join(lines))
+    initialised = sorted(set(target) - set(state))
+    model.load_state_dict({**model.state_dict(), **state}, strict=True)
+    report = LoadReport(checkpoint.family, sorted(checkpoint.dropped), initialised)
+    logger.info(report.summary())
+    return report

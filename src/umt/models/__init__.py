@@ -1,1 +1,1 @@
-"""UMT models: the video encoder, its configuration and the model factory."""
+"""UMT models: the video encoder, the text encoder, their configurations and the model factories."""
