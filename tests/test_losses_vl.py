@@ -108,21 +108,25 @@ def test_vtm_negatives_never_share_the_id() -> None:
 
 
 def test_vtm_hard_negatives_follow_the_similarity() -> None:
-    ids = torch.arange(4)
-    sim = torch.tensor([[0.0, 2.0, 1.0, 0.0],
-                        [0.0, 0.0, 0.0, 0.0],
-                        [3.0, 0.0, 0.0, 0.0],
-                        [0.0, 0.0, 0.0, 0.0]])
-    draws = 1500
-    generator = torch.Generator().manual_seed(0)
-    samples = [vtm_negatives(sim, ids, generator=generator) for _ in range(draws)]
-    texts, videos = torch.stack([s.text for s in samples]), torch.stack([s.video for s in samples])
+    block = torch.tensor([[0.0, 2.0, 1.0, 0.0],
+                          [0.0, 0.0, 0.0, 0.0],
+                          [3.0, 0.0, 0.0, 0.0],
+                          [0.0, 0.0, 0.0, 0.0]])
+    draws = 600
+    # many independent copies of the 4-sample batch in one call: pairs across copies have similarity -inf
+    sim = torch.full((4 * draws, 4 * draws), -math.inf)
+    for copy in range(draws):
+        sim[4 * copy : 4 * copy + 4, 4 * copy : 4 * copy + 4] = block
+    negatives = vtm_negatives(sim, torch.arange(4 * draws), generator=torch.Generator().manual_seed(0))
+    first = torch.arange(0, 4 * draws, 4)
+    texts, videos = negatives.text[first] - first, negatives.video[first] - first
     # video 0 draws its negative text from softmax([-, 2, 1, 0]) (its own text excluded)
     expected_text = torch.tensor([0.0, math.e**2, math.e, 1.0]) / (math.e**2 + math.e + 1)
-    observed_text = torch.bincount(texts[:, 0], minlength=4) / draws
+    observed_text = torch.bincount(texts, minlength=4) / draws
     # text 0 draws its negative video from column 0: softmax([-, 0, 3, 0])
     expected_video = torch.tensor([0.0, 1.0, math.e**3, 1.0]) / (math.e**3 + 2)
-    observed_video = torch.bincount(videos[:, 0], minlength=4) / draws
+    observed_video = torch.bincount(videos, minlength=4) / draws
+    assert observed_text.shape == observed_video.shape == (4,)  # never outside the copy
     tolerance = 4 * math.sqrt(0.25 / draws)  # four standard deviations of a frequency at worst
     torch.testing.assert_close(observed_text, expected_text, atol=tolerance, rtol=0)
     torch.testing.assert_close(observed_video, expected_video, atol=tolerance, rtol=0)
