@@ -219,9 +219,7 @@ def mlm_loss(logits: Tensor, labels: Tensor) -> Tensor:
         labels: ``[B, L]`` from ``mlm_mask``.
 
     Returns:
-        scalar float32 loss; 0 (still attached to ``logits``) when no token is labelled, where plain
-        cross-entropy would give NaN.
+        scalar float32 loss; 0 when no token is labelled (where the mean of plain cross-entropy is NaN).
     """
-    if not (labels != -100).any():
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits.float().flatten(0, -2), labels.flatten(), ignore_index=-100)
+    total = F.cross_entropy(logits.float().flatten(0, -2), labels.flatten(), ignore_index=-100, reduction="sum")
+    return total / (labels != -100).sum().clamp(min=1)
