@@ -285,3 +285,14 @@ def test_mixup_only_blends():
     weight = mixed[0, 0, 0, 0, 0].item()  # 1 - lam
     torch.testing.assert_close(mixed[0], torch.full_like(mixed[0], weight))
     assert soft[0, 1].item() == pytest.approx(0.1 / 4 + 0.9 * weight, abs=1e-6)
+
+
+def test_mixup_takes_non_contiguous_videos():
+    """Clips stacked as ``[B, T, H, W, 3]`` and permuted to ``[B, 3, T, H, W]`` are views with other strides."""
+    mixup = T.VideoMixup(num_classes=4, mixup_alpha=0.8, cutmix_alpha=0.0)
+    video = torch.rand(2, 2, 8, 8, 3).permute(0, 4, 1, 2, 3)
+    _seed(0)
+    mixed, _ = mixup(video, torch.tensor([0, 1]))
+    _seed(0)
+    expected, _ = mixup(video.contiguous(), torch.tensor([0, 1]))
+    torch.testing.assert_close(mixed, expected, atol=0, rtol=0)
