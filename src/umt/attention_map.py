@@ -111,6 +111,8 @@ def render(frames: Tensor, attention: Tensor | None, caption: Sequence[str], bar
         image.paste(Image.fromarray(frame.numpy()).resize((tile, tile), Image.Resampling.BILINEAR), (x, y))
         draw.text((x + 4, y + 3), f"t{index}", fill="white", font=font, stroke_width=2, stroke_fill="black")
     y = margin + rows * (tile + gap)
+    if attention is not None:
+        _legend(image, draw, font, (width - margin - 200, y + 2))
     for text in caption:
         draw.text((margin, y), text, fill="black", font=font)
         y += line
@@ -121,6 +123,16 @@ def render(frames: Tensor, attention: Tensor | None, caption: Sequence[str], bar
         draw.text((margin + bar_width + 8, y + 1), f"{probability:6.1%}  {label}", fill="black", font=font)
         y += line
     return image
+
+
+def _legend(image: Image.Image, draw: ImageDraw.ImageDraw, font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
+            corner: tuple[int, int], length: int = 120) -> None:
+    """The heat colour ramp as a ``length`` px strip between the words "low" and "high"."""
+    x, y = corner
+    draw.text((x, y), "low", fill="black", font=font)
+    ramp = heat_colours(torch.linspace(0, 1, length)).round().to(torch.uint8)[None].expand(10, -1, -1)
+    image.paste(Image.fromarray(ramp.contiguous().numpy()), (x + 32, y + 3))
+    draw.text((x + 38 + length, y), "high", fill="black", font=font)
 
 
 def save_png(image: Image.Image, path: str | Path, colours: int | None = None) -> None:
