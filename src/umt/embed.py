@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from umt.data.annotations import read_video_list
@@ -122,7 +122,7 @@ def embed_videos(annotation: str | Path, out: str | Path, model: VideoClassifier
         features_path.parent.mkdir(parents=True, exist_ok=True)
         rows = np.lib.format.open_memmap(partial_path, mode="w+", dtype=np.float32, shape=(len(ids), dim))
     done, failed = int(progress["done"]), dict(progress["failed"])
-    dataset = torch.utils.data.Subset(_Views([r.path for r in records], config.num_frames, config.img_size),
+    dataset = Subset(_Views([r.path for r in records], config.num_frames, config.img_size),
                                       range(done, len(ids)))
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
     device = next(model.parameters()).device

@@ -64,9 +64,11 @@ def predict_clip(model: VideoClassifier, clip: Tensor, names: list[str], top_k: 
         teacher: CLIP teacher for the attention map.
 
     Raises:
-        ValueError: ``names`` does not have one name per class.
+        ValueError: a model without a classifier, or ``names`` without one name per class.
     """
     model.eval()
+    if model.config.num_classes == 0:
+        raise ValueError("the model has no classifier (a pre-trained encoder); `umt embed` writes its features")
     if len(names) != model.config.num_classes:
         raise ValueError(f"{len(names)} class names for a model with {model.config.num_classes} classes")
     device = next(model.parameters()).device
