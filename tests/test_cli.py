@@ -57,5 +57,6 @@ def test_classify_real_video(tmp_path: Path, capsys: pytest.CaptureFixture[str])
           "--num_heads", "2"])
     lines = capsys.readouterr().out.splitlines()
     assert "bikes.mp4: 4 frames 272x640" in lines[0]
-    probabilities = [float(line.split("p=")[1]) for line in lines[1:]]
+    probabilities = [float(line.split()[1]) for line in lines[1:]]
     assert len(probabilities) == 3 and probabilities == sorted(probabilities, reverse=True)
+    assert sorted(line.split()[2] for line in lines[1:]) == ["class_0", "class_1", "class_2"]

@@ -72,6 +72,7 @@ class Checkpoint:
         dropped: checkpoint keys left out by design (see ``DROPPED_BY_FAMILY``).
         config: model options the file implies (e.g. ``final_norm``, ``num_classes``); user overrides win.
         name: model name stored in a ``umt`` file, else None.
+        labels: class names stored in a ``umt`` file (one per head row), else None.
     """
 
     family: str
@@ -79,6 +80,7 @@ class Checkpoint:
     dropped: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     name: str | None = None
+    labels: list[str] | None = None
 
     @property
     def embed_dim(self) -> int:
@@ -157,7 +159,7 @@ def _unwrap(obj: Any, origin: str) -> tuple[dict[str, Tensor], dict[str, Any] | 
     if isinstance(obj, Mapping) and obj.get("format") == NATIVE_FORMAT:
         if obj.get("version") != NATIVE_VERSION:
             raise CheckpointError(f"{origin}: unsupported {NATIVE_FORMAT} file version {obj.get('version')}")
-        return dict(obj["state_dict"]), {"config": obj["config"], "name": obj.get("name")}
+        return dict(obj["state_dict"]), {"config": obj["config"], "name": obj.get("name"), "labels": obj.get("labels")}
     if isinstance(obj, Mapping):
         for key in ("model", "module"):
             if isinstance(obj.get(key), Mapping):
@@ -233,7 +235,8 @@ def read_checkpoint(source: str | Path | Mapping[str, Any], trust_pickle: bool =
     obj = _torch_load(Path(source), trust_pickle) if isinstance(source, (str, Path)) else source
     state, native = _unwrap(obj, origin)
     if native is not None:
-        return Checkpoint("umt", state, [], dict(native["config"]), native["name"])
+        labels = None if native["labels"] is None else list(native["labels"])
+        return Checkpoint("umt", state, [], dict(native["config"]), native["name"], labels)
     family = _detect_family(state, origin)
     if family == "finetune":
         mapped, dropped, hints = _map_finetune(state)
@@ -308,10 +311,15 @@ def _mismatch_message(checkpoint: Checkpoint, model: nn.Module, missing: list[st
     return "\n".join(lines)
 
 
-def save_native(model: nn.Module, path: str | Path, name: str) -> None:
-    """Write ``model`` (a ``VideoClassifier``) as a ``umt`` file: format tag, model name, config, weights."""
+def save_native(model: nn.Module, path: str | Path, name: str, labels: list[str] | None = None) -> None:
+    """Write ``model`` (a ``VideoClassifier``) as a ``umt`` file: format tag, model name, config, weights, and
+    the class names of its head when given (one per row)."""
+    classes = model.config.num_classes
+    if labels is not None and len(labels) != classes:
+        raise CheckpointError(f"{len(labels)} class names given for a head of {classes} classes")
+    extra = {} if labels is None else {"labels": list(labels)}
     torch.save({"format": NATIVE_FORMAT, "version": NATIVE_VERSION, "name": name,
-                "config": asdict(model.config), "state_dict": model.state_dict()}, path)
+                "config": asdict(model.config), "state_dict": model.state_dict(), **extra}, path)
 
 
 VIDEO_TEXT_DROPPED = ("clip_teacher.", "vision_encoder.clip_decoder.", "text_encoder.bert.embeddings.position_ids")

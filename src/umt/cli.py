@@ -13,14 +13,18 @@ import torch
 from jsonargparse import auto_cli
 from lightning.pytorch.cli import LightningCLI
 
+from umt.attention_map import save_png
 from umt.checkpoints import Checkpoint, CheckpointError, key_groups, load_weights, read_checkpoint, save_native
 from umt.data.check import check_dataset
-from umt.data.decoding import VideoError, probe, read_frames
-from umt.data.samplers import segment_test_indices
+from umt.data.decoding import VideoError
 from umt.data.synthetic import SyntheticConfig, class_names, generate
-from umt.data.transforms import eval_transform
+from umt.embed import embed_videos, output_paths
+from umt.labels import labels_for
+from umt.models.classifier import VideoClassifier
 from umt.models.config import MODEL_CONFIGS, get_config
 from umt.models.factory import create_model
+from umt.models.teacher import create_teacher
+from umt.predict import attention_picture, predict_clip, read_test_clip
 
 
 def _model_for(checkpoint: Checkpoint, num_frames: int | None, img_size: int | None,
@@ -47,7 +51,7 @@ def _model_for(checkpoint: Checkpoint, num_frames: int | None, img_size: int | N
 
 
 def convert(source: Path, out: Path, num_frames: int | None = None, img_size: int | None = None,
-            num_heads: int | None = None, trust_pickle: bool = False) -> None:
+            num_heads: int | None = None, labels: str | None = None, trust_pickle: bool = False) -> None:
     """Convert an official UMT checkpoint to this library's format (config + weights).
 
     Args:
@@ -56,12 +60,14 @@ def convert(source: Path, out: Path, num_frames: int | None = None, img_size: in
         num_frames: frames the model takes (default: from the file's position table, else 8).
         img_size: input side in pixels (default 224).
         num_heads: attention heads, for sizes other than UMT-B/16 and UMT-L/16 (default: width / 64).
+        labels: class names to store with the weights: a shipped list (kinetics400, kinetics600, kinetics700)
+            or a text file with one name per line (``umt predict`` then prints them).
         trust_pickle: allow files holding Python objects besides tensors (trusted sources only).
     """
     checkpoint = read_checkpoint(source, trust_pickle)
     name, overrides = _model_for(checkpoint, num_frames, img_size, num_heads)
     model = create_model(name, checkpoint, **overrides)
-    save_native(model, out, name)
+    save_native(model, out, name, None if labels is None else labels_for(model.config.num_classes, labels))
     config = model.config
     print(f"wrote {out}: {name} ({config.embed_dim}x{config.depth}) from a {checkpoint.family} checkpoint, "
           f"{config.num_frames} frames x {config.img_size}px, {config.num_classes} classes")
@@ -96,39 +102,132 @@ def info(checkpoint: Path, num_heads: int | None = None, trust_pickle: bool = Fa
         print(f"{key:<{width}}  {value}")
 
 
-def classify(video: Path | None = None, checkpoint: Path | None = None, model: str = "umt_b16",
-             num_frames: int = 8, num_heads: int | None = None, top_k: int = 5, trust_pickle: bool = False) -> None:
-    """Classify a video with a UMT model and print the top classes.
+def _load_model(checkpoint: Path | None, model: str, num_frames: int | None, num_heads: int | None,
+                trust_pickle: bool) -> tuple[VideoClassifier, str, list[str] | None]:
+    """The model of ``checkpoint`` (random ``model`` weights, seed 0, without one), its name, and the class
+    names stored in the file (converted files only). ``num_frames`` None keeps the file's (or 8)."""
+    if checkpoint is None:
+        torch.manual_seed(0)
+        return create_model(model, **({} if num_frames is None else {"num_frames": num_frames})), model, None
+    loaded = read_checkpoint(checkpoint, trust_pickle)
+    name, overrides = _model_for(loaded, num_frames, None, num_heads)
+    return create_model(name, loaded, **overrides), name, loaded.labels
 
-    Without ``video`` a built-in synthetic clip (a square moving across a gradient) is used; without
-    ``checkpoint`` the model ``model`` has random weights, which shows the whole path without any download.
+
+def _predict(video: Path | None, checkpoint: Path | None, labels: str | None, top_k: int,
+             save_attention: Path | None, teacher_weights: Path | None, model: str, num_frames: int | None,
+             num_heads: int | None, trust_pickle: bool) -> None:
+    """``umt predict`` and ``umt classify``: classify, print the top classes, optionally draw the attention."""
+    if teacher_weights is not None and save_attention is None:
+        raise ValueError("--teacher_weights only chooses the attention drawn by --save_attention; add it")
+    net, name, stored = _load_model(checkpoint, model, num_frames, num_heads, trust_pickle)
+    names = stored if labels is None and stored is not None else labels_for(net.config.num_classes, labels)
+    frames = net.config.num_frames
+    if video is None:
+        clip, source = _synthetic_clip(frames), "built-in synthetic clip"
+    else:
+        clip, source = read_test_clip(video, frames), str(video)
+    teacher = None
+    if teacher_weights is not None:
+        teacher_name = "clip_l14" if net.config.embed_dim == 1024 else "clip_b16"
+        teacher = create_teacher(teacher_name, teacher_weights, autocast_dtype=None)
+    result = predict_clip(net, clip, names, top_k, attention=save_attention is not None, teacher=teacher)
+    weights = str(checkpoint) if checkpoint else "random weights"
+    print(f"{name} ({weights}) on {source}: {clip.shape[0]} frames {clip.shape[1]}x{clip.shape[2]}")
+    for rank, (p, label) in enumerate(zip(result.probabilities, result.labels, strict=True), 1):
+        print(f"  {rank}. {p:.4f}  {label}")
+    if save_attention is not None:
+        where = f"teacher {teacher_name} CLS attention" if teacher else "last-block attention received per token"
+        caption = [f"{Path(source).name if video else source}: {name} ({Path(weights).name})",
+                   f"heat map: {where}, scaled per frame"]
+        image = attention_picture(result, caption)
+        save_png(image, save_attention)
+        print(f"wrote {save_attention} ({image.width}x{image.height})")
+
+
+def predict(video: Path, checkpoint: Path | None = None, labels: str | None = None, top_k: int = 5,
+            save_attention: Path | None = None, teacher_weights: Path | None = None, model: str = "umt_b16",
+            num_frames: int | None = None, num_heads: int | None = None, trust_pickle: bool = False) -> None:
+    """Classify a video: print its top classes with probabilities, optionally draw the attention.
+
+    The official single test view: segment middles, short side resized, centre crop, softmax.
+    ``umt predict --config RECIPE.yaml`` (or options ``--trainer.*``, ``--model.*``, ``--data.*``) runs
+    LightningCLI's predict instead.
+
+    Args:
+        video: video file (anything FFmpeg decodes) or a folder of frame images.
+        checkpoint: official or converted checkpoint; it sets the model size and the classes (default: random
+            ``model`` weights, seed 0).
+        labels: class names: a shipped list (kinetics400, kinetics600, kinetics700) or a text file with one name
+            per line. Default: the names stored in a converted file, else the shipped list of the same size
+            (400/600/700 classes), else class_<i>.
+        top_k: how many classes to print.
+        save_attention: write a PNG of the sampled frames with an attention heat map and the top classes.
+        teacher_weights: CLIP weights (OpenAI / open_clip / official files): the heat map shows the CLIP
+            teacher's CLS attention instead of the model's own last-block attention.
+        model: model name without a checkpoint (umt_b16, umt_l16).
+        num_frames: frames sampled from the video (default: the checkpoint's, else 8).
+        num_heads: attention heads, for checkpoint sizes other than UMT-B/16 and UMT-L/16.
+        trust_pickle: allow files holding Python objects besides tensors (trusted sources only).
+    """
+    _predict(video, checkpoint, labels, top_k, save_attention, teacher_weights, model, num_frames, num_heads,
+             trust_pickle)
+
+
+def classify(video: Path | None = None, checkpoint: Path | None = None, model: str = "umt_b16",
+             num_frames: int | None = None, num_heads: int | None = None, top_k: int = 5, labels: str | None = None,
+             trust_pickle: bool = False) -> None:
+    """Classify a video or, without ``--video``, a built-in clip (``umt predict`` with an optional video).
+
+    The built-in synthetic clip (a square moving across a gradient) shows the whole path without any download.
 
     Args:
         video: video file (anything FFmpeg decodes).
         checkpoint: official or converted checkpoint; it sets the model size and the classes.
         model: model name without a checkpoint (``umt_b16``, ``umt_l16``).
-        num_frames: frames sampled from the video (the validation view).
+        num_frames: frames sampled from the video (the validation view; default: the checkpoint's, else 8).
         num_heads: attention heads, for checkpoint sizes other than UMT-B/16 and UMT-L/16.
         top_k: how many classes to print.
+        labels: class names (see ``umt predict --help``).
         trust_pickle: allow files holding Python objects besides tensors (trusted sources only).
     """
-    if checkpoint is None:
-        net = create_model(model, num_frames=num_frames)
-    else:
-        loaded = read_checkpoint(checkpoint, trust_pickle)
-        model, overrides = _model_for(loaded, num_frames, None, num_heads)
-        net = create_model(model, loaded, **overrides)
-    if video is None:
-        clip, source = _synthetic_clip(num_frames), "built-in synthetic clip"
-    else:
-        clip, source = read_frames(video, segment_test_indices(probe(video).num_frames, num_frames, 1, 0)), str(video)
-    with torch.inference_mode():
-        probs = net.eval()(eval_transform(net.config.img_size)(clip)[None]).softmax(-1)[0]
-    values, indices = probs.topk(min(top_k, probs.numel()))
-    weights = str(checkpoint) if checkpoint else "random weights"
-    print(f"{model} ({weights}) on {source}: {clip.shape[0]} frames {clip.shape[1]}x{clip.shape[2]}")
-    for rank, (p, i) in enumerate(zip(values.tolist(), indices.tolist(), strict=True), 1):
-        print(f"  {rank}. class {i:>4}  p={p:.4f}")
+    _predict(video, checkpoint, labels, top_k, None, None, model, num_frames, num_heads, trust_pickle)
+
+
+def embed(annotation: Path, out: Path = Path("features.npy"), checkpoint: Path | None = None, batch_size: int = 8,
+          prefix: Path | None = None, model: str = "umt_b16", num_frames: int | None = None,
+          num_heads: int | None = None,
+          workers: int = 2, trust_pickle: bool = False) -> None:
+    """Write the pooled features of every video of a list (resumable).
+
+    Writes ``OUT`` (float32 ``[videos, C]``, list order) and ``OUT`` with suffix ``.ids.txt``. Run the same
+    command again after an interruption and it continues after the last finished batch. Unreadable videos are
+    named and get rows of NaN.
+
+    Args:
+        annotation: video list, ``path<sep>label`` per line (comma or whitespace).
+        out: features file (``.npy``).
+        checkpoint: official or converted checkpoint (default: random ``model`` weights, seed 0).
+        batch_size: videos per forward pass.
+        prefix: folder that relative paths start from (default: the list's folder).
+        model: model name without a checkpoint (umt_b16, umt_l16).
+        num_frames: frames sampled from each video (the single test view; default: the checkpoint's, else 8).
+        num_heads: attention heads, for checkpoint sizes other than UMT-B/16 and UMT-L/16.
+        workers: decoding processes.
+        trust_pickle: allow files holding Python objects besides tensors (trusted sources only).
+    """
+    net = _load_model(checkpoint, model, num_frames, num_heads, trust_pickle)[0]
+    try:
+        result = embed_videos(annotation, out, net, batch_size, prefix, workers)
+    except KeyboardInterrupt:
+        print(f"umt embed: interrupted; the finished batches are kept in {output_paths(out)[2]}: run the same "
+              "command again to continue", file=sys.stderr)
+        raise SystemExit(130) from None
+    total = len(result.ids.read_text().splitlines())
+    print(f"wrote {result.features} ({total} x {net.config.embed_dim}) and {result.ids}; "
+          f"{result.computed} computed now, {len(result.failed)} unreadable (rows of NaN)")
+    for video_id, reason in result.failed.items():
+        print(f"  {reason}" if video_id in reason else f"  {video_id}: {reason}")
 
 
 def check(annotation: Path, prefix: Path | None = None, workers: int = 4) -> None:
@@ -182,6 +281,16 @@ def _synthetic_clip(num_frames: int, size: int = 256) -> torch.Tensor:
 
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+LIGHTNING_PREDICT_OPTIONS = ("-c", "--config", "--trainer", "--model.", "--data", "--ckpt_path", "--print_config",
+                             "--seed_everything")
+"""Options that make ``umt predict`` LightningCLI's predict rather than the video classifier."""
+
+
+def _is_lightning(args: list[str]) -> bool:
+    """Whether ``args`` is a LightningCLI command (``predict`` only with a LightningCLI option)."""
+    if not args or args[0] not in LIGHTNING_COMMANDS:
+        return False
+    return args[0] != "predict" or any(arg.startswith(LIGHTNING_PREDICT_OPTIONS) for arg in args[1:])
 
 
 def lightning(argv: list[str] | None) -> None:
@@ -194,13 +303,12 @@ def lightning(argv: list[str] | None) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``umt`` console script."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    command = (sys.argv[1:] if argv is None else argv)[:1]
-    if command and command[0] in LIGHTNING_COMMANDS:
+    if _is_lightning(sys.argv[1:] if argv is None else argv):
         lightning(argv)
         return
     try:
-        auto_cli({"convert": convert, "info": info, "classify": classify, "data": {"check": check, "synth": synth}},
-                 args=argv, as_positional=True)
+        auto_cli({"convert": convert, "info": info, "predict": predict, "classify": classify, "embed": embed,
+                  "data": {"check": check, "synth": synth}}, args=argv, as_positional=True)
     except (CheckpointError, VideoError, ValueError, OSError) as error:
         print(f"umt: error: {error}", file=sys.stderr)
         raise SystemExit(2) from error
