@@ -148,6 +148,13 @@ class ResumableRandomSampler(Sampler[tuple[int, int]]):
             yield order[self.position - 1], seeds[self.position - 1]
         self.epoch, self.position = self.epoch + 1, 0
 
+    def set_epoch(self, epoch: int) -> None:
+        """Start epoch ``epoch`` from its beginning, unless it is the current one (resumed mid-way from a checkpoint).
+        Lightning calls this before every epoch: it stops after ``len(loader)`` batches without exhausting this
+        iterator, which then never reaches its own end-of-epoch step."""
+        if epoch != self.epoch:
+            self.epoch, self.position = epoch, 0
+
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "position": self.position}
 
