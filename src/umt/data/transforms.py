@@ -249,6 +249,6 @@ class VideoMixup:
         Returns:
             The mixed video ``[B, 3, T, H, W]`` and soft targets ``[B, num_classes]`` (each row sums to 1).
         """
-        mixed = video.clone()
+        mixed = video.clone(memory_format=torch.contiguous_format)
         _, soft = self.mixup(mixed.view(mixed.shape[0], -1, *mixed.shape[-2:]), target)
         return mixed, soft
