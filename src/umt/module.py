@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import random
 from typing import Any
 
@@ -17,6 +16,7 @@ from umt.losses import uta_loss
 from umt.masking import attention_mask
 from umt.models.factory import create_model
 from umt.models.teacher import create_teacher
+from umt.optim import warmup_cosine
 
 TEACHER_PREFIX = "teacher."
 
@@ -107,7 +107,7 @@ class UMTPretrainModule(L.LightningModule):
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         warmup = round(total * h.warmup_epochs / max(self.trainer.max_epochs or 1, 1))
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: _warmup_cosine(step, warmup, total, h.min_lr / h.base_lr))
+            optimizer, lambda step: warmup_cosine(step, warmup, total, h.min_lr / h.base_lr))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
@@ -147,14 +147,6 @@ def _set_rng_states(states: dict[str, Any]) -> None:
     name, keys, position, has_gauss, gauss = states["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
     random.setstate(states["python"])
-
-
-def _warmup_cosine(step: int, warmup: int, total: int, floor: float) -> float:
-    """Multiplier of the peak lr: linear from 0 over ``warmup`` steps, then cosine down to ``floor``."""
-    if step < warmup:
-        return step / warmup
-    progress = min((step - warmup) / max(total - warmup, 1), 1.0)
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def _xavier_linear(module: nn.Module) -> None:
