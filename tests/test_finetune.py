@@ -10,6 +10,7 @@ import lightning as L
 import pytest
 import torch
 import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 import umt
 from conftest import write_official_classifier
@@ -201,3 +202,36 @@ def test_lr_of_every_group_is_scaled_by_batch_and_repeated_clips(synthetic_root:
     head = next(i for i, g in enumerate(groups) if g["layer_id"] == 3)
     assert len(seen) == 8 and seen[0][head] == pytest.approx(0.0128 * 4 / 256)  # 4 steps per epoch
     assert seen[4][head] == pytest.approx(peak) and seen[-1][head] < peak / 2
+
+
+class StopAfter(L.Callback):
+    """Interrupts a run after ``steps`` optimizer steps, as a pre-emption would."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        trainer.should_stop = trainer.should_stop or trainer.global_step >= self.steps
+
+
+def test_resume_mid_epoch_reaches_the_same_weights(synthetic_root: Path, tmp_path: Path) -> None:
+    """4 steps per epoch, mixup and drop path on: 6 steps straight, or 3 steps, stop, resume to 6, end equal."""
+    def run(root: Path, resume: Path | None = None, stop: int | None = None) -> ClassificationModule:
+        L.seed_everything(0)
+        data = Kinetics400DataModule(str(synthetic_root), num_frames=4, img_size=32, batch_size=2, num_sample=2,
+                                     num_workers=0, val_list=None)
+        module = ClassificationModule(model_options=TINY | {"num_classes": 400, "drop_path_rate": 0.2},
+                                      base_lr=0.5, warmup_epochs=0.5)
+        callbacks = [ModelCheckpoint(dirpath=str(root), every_n_train_steps=1, save_top_k=-1, filename="{step}")]
+        L.Trainer(max_steps=6, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                  default_root_dir=root, callbacks=callbacks + ([StopAfter(stop)] if stop else [])).fit(
+            module, datamodule=data, ckpt_path=resume)
+        return module
+
+    straight = run(tmp_path / "straight")
+    interrupted = run(tmp_path / "interrupted", stop=3)
+    resumed = run(tmp_path / "resumed", resume=tmp_path / "interrupted" / "step=3.ckpt")
+    assert resumed.global_step == 6 and interrupted.global_step == 3
+    for (name, expected), actual in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(actual, expected, msg=name)
+    assert not torch.equal(interrupted.model.head.fc.weight, straight.model.head.fc.weight)
