@@ -82,7 +82,9 @@ def test_recipe_shows_the_official_values(recipe: str, capsys: pytest.CaptureFix
     assert data["flip"] is (data_class != "SomethingSomethingV2")
     assert data["num_classes"] == classes and data["auto_augment"] == "rand-m7-n4-mstd0.5-inc1"
     assert data["random_erasing"] == 0.25
-    assert trainer["devices"] * trainer["num_nodes"] == 16 and trainer["max_epochs"] == epochs
+    assert (trainer["devices"], trainer["num_nodes"], trainer["max_epochs"]) == ("auto", 1, epochs)
+    header = (RECIPES / f"{recipe}.yaml").read_text()
+    assert f"16 GPUs x {batch} clips x {num_sample} repeated clips" in header and "--trainer.num_nodes 2" in header
     assert trainer["precision"] == "16-mixed" and trainer.get("gradient_clip_val") is None
 
 
