@@ -90,8 +90,9 @@ class VideoListDataModule(L.LightningDataModule):
         super().__init__()
         self.root = Path(root)
         self.prefix = Path(prefix) if prefix is not None else self.root
-        root, prefix = str(root), None if prefix is None else str(prefix)  # plain strings in checkpoints
         self.save_hyperparameters()
+        # plain strings in checkpoints (weights-only loading refuses paths), also when a subclass got a Path
+        self.hparams.update(root=str(root), prefix=None if prefix is None else str(prefix))
         self.num_classes = num_classes
         self.datasets: dict[str, VideoClipDataset] = {}
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from timm.layers import trunc_normal_
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
 
 from umt.models.vit import EncoderOutput
 
@@ -12,7 +15,8 @@ class ClassificationHead(nn.Module):
     """Mean-pooled classifier over encoder tokens.
 
     ``fc_norm`` (LayerNorm) normalises the pooled token; with ``num_classes=0`` the head returns the
-    normalised pooled features ``[B, C]`` instead of logits ``[B, num_classes]``.
+    normalised pooled features ``[B, C]`` instead of logits ``[B, num_classes]``. ``loss`` and ``metrics``
+    are what fine-tuning trains and reports with.
     """
 
     def __init__(self, embed_dim: int, num_classes: int, norm_eps: float = 1e-6, drop_rate: float = 0.0,
@@ -39,3 +43,25 @@ class ClassificationHead(nn.Module):
     def forward(self, out: EncoderOutput) -> Tensor:
         """Logits ``[B, num_classes]`` (pooled features ``[B, C]`` when ``num_classes=0``)."""
         return self.fc(self.dropout(self.pool(out)))
+
+    def loss(self, logits: Tensor, target: Tensor, label_smoothing: float = 0.0) -> Tensor:
+        """Official fine-tuning loss of logits ``[B, K]``: soft-target cross-entropy for mixup / cutmix targets
+        ``[B, K]`` (label smoothing is already in them), else cross-entropy on class indices ``[B]`` with
+        ``label_smoothing``."""
+        if target.ndim == 2:
+            return SoftTargetCrossEntropy()(logits, target)
+        if label_smoothing > 0:
+            return LabelSmoothingCrossEntropy(label_smoothing)(logits, target)
+        return nn.functional.cross_entropy(logits, target)
+
+    def metrics(self, stage: str) -> MetricCollection:
+        """``{stage}/top1``, ``{stage}/top5`` (top-k capped by the classes) and ``{stage}/mean_class_accuracy``
+        over scores ``[B, K]`` and class indices ``[B]``."""
+        classes = self.fc.out_features if isinstance(self.fc, nn.Linear) else 0
+        if classes < 2:
+            raise ValueError("metrics need a classifier with at least 2 classes")
+        return MetricCollection({
+            "top1": MulticlassAccuracy(classes, top_k=1, average="micro"),
+            "top5": MulticlassAccuracy(classes, top_k=min(5, classes), average="micro"),
+            "mean_class_accuracy": MulticlassAccuracy(classes, top_k=1, average="macro"),
+        }, prefix=f"{stage}/")

@@ -88,3 +88,9 @@ def test_unreadable_videos_do_not_stop_training_and_are_counted(synthetic_root: 
                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
     trainer.fit(MeanColourClassifier(4), datamodule=module)
     assert trainer.callback_metrics["data/train_replaced_videos"].item() == 2
+
+
+def test_paths_are_saved_as_strings() -> None:
+    """Checkpoints are loaded weights-only, which refuses ``Path`` objects in hyper-parameters."""
+    module = Kinetics400DataModule(Path("/data/k400"), prefix=Path("/videos"))
+    assert (module.hparams.root, module.hparams.prefix) == ("/data/k400", "/videos")

@@ -12,7 +12,7 @@ import torch
 from umt.cli import main
 from umt.data.annotations import read_video_list
 from umt.data.check import check_dataset, scan
-from umt.data.dataset import TooManyBadFiles, VideoClipDataset, collate_clips
+from umt.data.dataset import ResumableRandomSampler, TooManyBadFiles, VideoClipDataset, collate_clips
 from umt.data.writer import write_video
 
 
@@ -118,3 +118,15 @@ def test_data_check_command(videos: Path, capsys: pytest.CaptureFixture[str]) ->
     assert printed[-1] == "3 of 6 videos readable, 3 unreadable"
     named = [line.split(": ", 1)[0] for line in printed[:-1]]
     assert sorted(Path(n).name for n in named) == ["cut.mp4", "empty.mp4", "missing.mp4"]
+
+
+def test_sampler_starts_a_new_epoch_when_its_iterator_was_left_at_the_end() -> None:
+    """A loader that knows its length stops taking items after the last one, leaving the sampler's iterator
+    unexhausted; the next epoch must still yield every item (in a new order)."""
+    sampler = ResumableRandomSampler(6, seed=1)
+    first, iterator = [], iter(sampler)
+    for _ in range(6):
+        first.append(next(iterator)[0])
+    second = [item for item, _ in sampler]
+    assert sorted(first) == sorted(second) == list(range(6)) and first != second
+    assert len([item for item, _ in sampler]) == 6 and sampler.epoch == 3

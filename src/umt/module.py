@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import math
-import random
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.utilities import grad_norm
 from torch import Tensor, nn
@@ -17,6 +14,8 @@ from umt.losses import uta_loss
 from umt.masking import attention_mask
 from umt.models.factory import create_model
 from umt.models.teacher import create_teacher
+from umt.optim import warmup_cosine
+from umt.rng import collect_rng_states, set_rng_states
 
 TEACHER_PREFIX = "teacher."
 
@@ -107,13 +106,13 @@ class UMTPretrainModule(L.LightningModule):
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         warmup = round(total * h.warmup_epochs / max(self.trainer.max_epochs or 1, 1))
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: _warmup_cosine(step, warmup, total, h.min_lr / h.base_lr))
+            optimizer, lambda step: warmup_cosine(step, warmup, total, h.min_lr / h.base_lr))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """After a resume, continue the random streams (drop path) where the checkpoint left them."""
         if self.rng_states_to_restore is not None:
-            _set_rng_states(self.rng_states_to_restore)
+            set_rng_states(self.rng_states_to_restore)
             self.rng_states_to_restore = None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -122,39 +121,13 @@ class UMTPretrainModule(L.LightningModule):
         for key in [k for k in state if k.startswith(TEACHER_PREFIX)]:
             del state[key]
         checkpoint["umt_teacher"] = {"name": self.hparams.teacher, "weights": self.hparams.teacher_weights}
-        checkpoint["umt_rng_states"] = _collect_rng_states()
+        checkpoint["umt_rng_states"] = collect_rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Put this module's teacher weights back, so that loading stays strict; keep the random states for
         the first training batch."""
         checkpoint["state_dict"].update({TEACHER_PREFIX + k: v for k, v in self.teacher.state_dict().items()})
         self.rng_states_to_restore = checkpoint.get("umt_rng_states")
-
-
-def _collect_rng_states() -> dict[str, Any]:
-    """torch (CPU, CUDA), numpy and ``random`` states, in types a ``weights_only`` checkpoint load accepts."""
-    name, keys, position, has_gauss, gauss = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": (name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss),
-            "python": random.getstate()}
-
-
-def _set_rng_states(states: dict[str, Any]) -> None:
-    """Restore what ``_collect_rng_states`` collected."""
-    torch.set_rng_state(states["torch"])
-    if states["cuda"]:
-        torch.cuda.set_rng_state_all(states["cuda"])
-    name, keys, position, has_gauss, gauss = states["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
-    random.setstate(states["python"])
-
-
-def _warmup_cosine(step: int, warmup: int, total: int, floor: float) -> float:
-    """Multiplier of the peak lr: linear from 0 over ``warmup`` steps, then cosine down to ``floor``."""
-    if step < warmup:
-        return step / warmup
-    progress = min((step - warmup) / max(total - warmup, 1), 1.0)
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def _xavier_linear(module: nn.Module) -> None:

@@ -140,6 +140,8 @@ class ResumableRandomSampler(Sampler[tuple[int, int]]):
         return self.size
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.position >= self.size:  # the last epoch's iterator was left at its end without being exhausted
+            self.epoch, self.position = self.epoch + 1, 0
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.size, generator=generator).tolist()
         seeds = torch.randint(0, 2**62, (self.size,), generator=generator).tolist()

@@ -1,0 +1,239 @@
+"""Fine-tuning as a user runs it: every recipe's official values, short runs of each recipe family, evaluating an
+official-format checkpoint with a recipe, the head policies and the lr of every parameter group."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+import umt
+from conftest import write_official_classifier
+from umt.cli import main
+from umt.data.synthetic import SyntheticConfig, generate
+from umt.datamodules.video_list import Kinetics400DataModule
+from umt.finetune import ClassificationModule, build_classifier
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = REPO / "recipes" / "finetune"
+TINY = {"embed_dim": 32, "depth": 2, "num_heads": 2, "num_frames": 4, "img_size": 32}
+
+# SPEC.md §2.5: data module, classes, model, frames, size, init file, per-GPU batch, num_sample, epochs, warm-up,
+# lr, layer decay, drop path, weight decay, checkpointed blocks, test clips x crops
+OFFICIAL = {
+    "k710_b16_f8": ("Kinetics710", 710, "b16", 8, 224, "b16_ptk710_f8_res224", 16, 2, 35, 2, 2e-4, .75, .1, .05, 0,
+                    4, 3),
+    "k710_l16_f8": ("Kinetics710", 710, "l16", 8, 224, "l16_ptk710_f8_res224", 16, 2, 20, 2, 1e-4, .85, .2, .05, 12,
+                    4, 3),
+    **{f"k{n}_b16_f8": (f"Kinetics{n}", n, "b16", 8, 224, "b16_ptk710_ftk710_f8_res224", 16, 2, 5, 1, 2e-5, .75, .1,
+                        .05, 0, 4, 3) for n in (400, 600, 700)},
+    **{f"k{n}_l16_f8": (f"Kinetics{n}", n, "l16", 8, 224, "l16_ptk710_ftk710_f8_res224", 16, 2, 5, 1, 1e-5, .85, .2,
+                        .05, 12, 4, 3) for n in (400, 600, 700)},
+    **{f"k{n}_l16_f16": (f"Kinetics{n}", n, "l16", 16, 224, "l16_ptk710_ftk710_f8_res224", 8, 2, 5, 1, 1e-5, .85, .2,
+                         .05, 16, 4, 1) for n in (400, 600, 700)},
+    "ssv2_b16_f8": ("SomethingSomethingV2", 174, "b16", 8, 224, "b16_ptk710_f8_res224", 16, 2, 30, 5, 2e-4, .75, .1,
+                    .05, 0, 2, 3),
+    "ssv2_l16_f8": ("SomethingSomethingV2", 174, "l16", 8, 224, "l16_ptk710_f8_res224", 16, 2, 14, 4, 4e-4, .85, .2,
+                    .05, 12, 2, 3),
+    "mit_b16_f8": ("MomentsInTime", 339, "b16", 8, 224, "b16_ptk710_ftk710_ftk400_f8_res224", 32, 1, 40, 5, 1e-4, .75,
+                   .1, .05, 0, 4, 3),
+    "mit_b16_f8_res384": ("MomentsInTime", 339, "b16", 8, 384, "b16_ptk710_ftk710_ftk400_f8_res224", 16, 1, 4, 1, 1e-5,
+                          .75, .1, .1, 8, 4, 3),
+    "mit_l16_f8": ("MomentsInTime", 339, "l16", 8, 224, "l16_ptk710_ftk710_ftk400_f8_res224", 32, 1, 20, 5, 1e-4, .85,
+                   .2, .05, 12, 4, 3),
+    "mit_l16_f8_res384": ("MomentsInTime", 339, "l16", 8, 384, "l16_ptk710_ftk710_ftk400_f8_res224", 8, 1, 4, 1, 1e-5,
+                          .85, .2, .1, 18, 6, 3),
+}
+HEAD_MODES = {"k710": "load", "k400": "k710_to_k400", "k600": "reset", "k700": "reset", "ssv2": "load", "mit": "reset"}
+
+
+def test_every_recipe_is_listed() -> None:
+    assert sorted(p.stem for p in RECIPES.glob("*.yaml")) == sorted(OFFICIAL)
+
+
+@pytest.mark.parametrize("recipe", sorted(OFFICIAL))
+def test_recipe_shows_the_official_values(recipe: str, capsys: pytest.CaptureFixture[str]) -> None:
+    (data_class, classes, size, frames, img, init, batch, num_sample, epochs, warmup, lr, layer_decay, drop_path,
+     weight_decay, checkpointed, clips, crops) = OFFICIAL[recipe]
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(RECIPES / f"{recipe}.yaml"), "--print_config"])
+    config = yaml.safe_load(capsys.readouterr().out)
+    model, data, trainer = config["model"]["init_args"], config["data"]["init_args"], config["trainer"]
+    assert config["model"]["class_path"] == "umt.finetune.ClassificationModule"
+    assert config["data"]["class_path"] == f"umt.datamodules.video_list.{data_class}DataModule"
+    assert model["model"] == f"umt_{size}" and Path(model["checkpoint"]).name == f"{init}.pth"
+    assert model["head_mode"] == HEAD_MODES[recipe.split("_")[0]]
+    options = model["model_options"]
+    assert (options["num_classes"], options["num_frames"], options["img_size"]) == (classes, frames, img)
+    assert (options["drop_path_rate"], options["checkpoint_blocks"]) == (drop_path, checkpointed)
+    assert (model["base_lr"], model["min_lr"], model["warmup_lr"]) == (lr, 1e-6, 1e-6)
+    assert (model["warmup_epochs"], model["weight_decay"], model["layer_decay"]) == (warmup, weight_decay, layer_decay)
+    assert (model["betas"], model["eps"]) == ([0.9, 0.999], 1e-8)
+    mixing = (model["mixup_alpha"], model["cutmix_alpha"], model["mixup_prob"], model["mixup_switch_prob"])
+    assert mixing == (0.8, 1.0, 1.0, 0.5) and model["label_smoothing"] == 0.1
+    assert (data["num_frames"], data["img_size"], data["batch_size"], data["num_sample"]) == (
+        frames, img, batch, num_sample)
+    assert (data["test_num_clips"], data["test_num_crops"]) == (clips, crops)
+    assert data["flip"] is (data_class != "SomethingSomethingV2")
+    assert data["num_classes"] == classes and data["auto_augment"] == "rand-m7-n4-mstd0.5-inc1"
+    assert data["random_erasing"] == 0.25
+    assert (trainer["devices"], trainer["num_nodes"], trainer["max_epochs"]) == ("auto", 1, epochs)
+    header = (RECIPES / f"{recipe}.yaml").read_text()
+    assert f"16 GPUs x {batch} clips x {num_sample} repeated clips" in header and "--trainer.num_nodes 2" in header
+    assert trainer["precision"] == "16-mixed" and trainer.get("gradient_clip_val") is None
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 classes, 8 / 4 / 5 clips (an odd test split)."""
+    config = SyntheticConfig(num_classes=4, train_size=8, val_size=4, test_size=5)
+    return generate(tmp_path_factory.mktemp("synthetic"), config, progress=False)
+
+
+def write_stage1(path: Path) -> Path:
+    """A small random stage-1 student in the official layout (``encoder.*``, no classifier)."""
+    encoder = umt.create_model("umt_b16", **TINY, final_norm=True).encoder
+    torch.save({"model": {"encoder." + k: v for k, v in encoder.state_dict().items()}}, path)
+    return path
+
+
+def cpu_run(root: Path, out: Path) -> list[str]:
+    """Overrides that turn a 16-GPU recipe into a short CPU run of a tiny model on ``root``."""
+    return ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.num_nodes", "1",
+            "--trainer.strategy", "auto", "--trainer.precision", "32-true",
+            "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(out),
+            "--data.root", str(root), "--data.num_frames", "4", "--data.img_size", "32", "--data.batch_size", "2",
+            "--data.num_workers", "0"]
+
+
+@pytest.mark.parametrize(("recipe", "init"), [("k710_b16_f8", "stage1"), ("k400_l16_f8", "k710"),
+                                              ("ssv2_b16_f8", "stage1"), ("mit_l16_f8_res384", "k400")])
+def test_short_run_of_each_recipe_family(recipe: str, init: str, synthetic_root: Path, tmp_path: Path) -> None:
+    """Two training steps (mixup, repeated clips, activation checkpointing, drop path), validation, then the
+    multi-view test reloading the trained Lightning checkpoint; the head starts as the recipe says."""
+    classes = OFFICIAL[recipe][1]
+    checkpoint = write_stage1(tmp_path / "init.pth") if init == "stage1" else write_official_classifier(
+        tmp_path / "init.pth", num_classes=710 if init == "k710" else 400, **TINY)
+    options = json.dumps(TINY | {"num_classes": classes, "checkpoint_blocks": 1, "drop_path_rate": 0.1})
+    config = ["--config", str(RECIPES / f"{recipe}.yaml"), *cpu_run(synthetic_root, tmp_path),
+              "--model.checkpoint", str(checkpoint), "--model.model_options", options,
+              "--model.predictions_file", str(tmp_path / "predictions.json")]
+    main(["fit", *config, "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1"])
+    (trained,) = tmp_path.rglob("last*.ckpt")
+    saved = torch.load(trained, weights_only=False)
+    assert saved["global_step"] == 2 and "val/top1" in json.dumps(saved["callbacks"], default=str)
+    main(["test", *config, "--ckpt_path", str(trained)])
+    rows = json.loads((tmp_path / "predictions.json").read_text())
+    _, _, _, _, _, _, _, _, _, _, _, _, _, _, _, clips, crops = OFFICIAL[recipe]
+    assert len(rows) == 5 and {row["views"] for row in rows} == {clips * crops}
+    assert all(len(row["classes"]) == 5 and sum(row["probabilities"]) <= 1.0 + 1e-5 for row in rows)
+    if init == "k710":  # the K710 head's first 400 rows became the K400 head before training
+        model = build_classifier("umt_l16", checkpoint, "k710_to_k400", **TINY, num_classes=400)
+        source = torch.load(checkpoint, weights_only=True)["model"]["head.weight"]
+        torch.testing.assert_close(model.head.fc.weight, source[:400])
+
+
+def test_recipe_evaluates_an_official_16_frame_checkpoint(synthetic_root: Path, tmp_path: Path) -> None:
+    """``umt test --config recipes/finetune/k400_l16_f16.yaml --model.checkpoint FILE --data.root DIR`` on a file
+    in the official layout (with its 16-frame position table) gives, per video, the mean softmax of its 4 clips
+    computed directly with ``umt.create_model``."""
+    sizes = TINY | {"num_frames": 16, "img_size": 64, "num_classes": 400, "head_init_scale": 1.0}
+    official = write_official_classifier(tmp_path / "l16_ptk710_ftk710_ftk400_f16_res224.pth", **sizes)
+    state = torch.load(official, weights_only=True)
+    state["model"]["pos_embed"] = umt.create_model("umt_l16", **sizes).encoder.pos_embed * 0.5  # carried table
+    torch.save(state, official)
+    predictions = tmp_path / "predictions.json"
+    main(["test", "--config", str(RECIPES / "k400_l16_f16.yaml"), *cpu_run(synthetic_root, tmp_path),
+          "--data.num_frames", "16", "--data.img_size", "64", "--model.checkpoint", str(official),
+          "--model.model_options", json.dumps({k: sizes[k] for k in ("embed_dim", "depth", "num_heads")}
+                                               | {"num_frames": 16, "img_size": 64, "num_classes": 400}),
+          "--model.predictions_file", str(predictions)])
+    rows = json.loads(predictions.read_text())
+    model = umt.create_model("umt_l16", official, embed_dim=32, depth=2, num_heads=2, num_frames=16,
+                             img_size=64).eval()
+    assert model.config.pos_embed == "checkpoint"
+    data = Kinetics400DataModule(synthetic_root, num_frames=16, img_size=64, test_num_crops=1, num_workers=0)
+    data.setup("test")
+    views = torch.stack([data.datasets["test"][i]["video"] for i in range(4)])  # the 4 clips of video 0
+    with torch.no_grad():
+        expected = model(views).softmax(-1).mean(0)
+    assert rows[0]["video"].endswith("test_00000.mp4") and rows[0]["views"] == 4
+    assert rows[0]["classes"] == expected.topk(5).indices.tolist()
+    torch.testing.assert_close(torch.tensor(rows[0]["probabilities"]), expected.topk(5).values, atol=1e-5, rtol=0)
+
+
+def test_head_policy(tmp_path: Path) -> None:
+    k710 = write_official_classifier(tmp_path / "k710.pth", num_classes=710, **TINY)
+    source = torch.load(k710, weights_only=True)["model"]["head.weight"]
+    assert build_classifier("umt_b16", k710, **TINY).config.num_classes == 710  # the file's head, as it is
+    fitting = build_classifier("umt_b16", k710, "reset", **TINY, num_classes=710)
+    torch.testing.assert_close(fitting.head.fc.weight, source)  # a head that fits is loaded whatever the mode
+    rows = [5, 0, 709]
+    (tmp_path / "map.json").write_text(json.dumps(rows))
+    mapped = build_classifier("umt_b16", k710, head_label_map=tmp_path / "map.json", **TINY, num_classes=3)
+    torch.testing.assert_close(mapped.head.fc.weight, source[rows])
+    fresh = build_classifier("umt_b16", k710, "reset", **TINY, num_classes=339)
+    assert fresh.head.fc.weight.shape == (339, 32)
+    with pytest.raises(umt.CheckpointError, match="head_mode"):
+        build_classifier("umt_b16", k710, **TINY, num_classes=600)
+
+
+def test_lr_of_every_group_is_scaled_by_batch_and_repeated_clips(synthetic_root: Path, tmp_path: Path) -> None:
+    data = Kinetics400DataModule(synthetic_root, num_frames=4, img_size=32, batch_size=2, num_sample=2,
+                                 num_workers=0, val_list=None, auto_augment=None)
+    module = ClassificationModule(model_options=TINY | {"num_classes": 400}, base_lr=0.128, warmup_lr=0.0128,
+                                  min_lr=0.00128, warmup_epochs=1, layer_decay=0.5)
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    seen: list[list[float]] = []
+
+    class Recorder(L.Callback):
+        def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:
+            seen.append([group["lr"] for group in trainer.optimizers[0].param_groups])
+
+    trainer.callbacks.append(Recorder())
+    trainer.fit(module, datamodule=data)
+    peak = 0.128 * 2 * 2 / 256  # batch 2 x 2 repeated clips
+    groups = trainer.optimizers[0].param_groups
+    assert [g["initial_lr"] for g in groups] == pytest.approx([peak * 0.5 ** (3 - g["layer_id"]) for g in groups])
+    head = next(i for i, g in enumerate(groups) if g["layer_id"] == 3)
+    assert len(seen) == 8 and seen[0][head] == pytest.approx(0.0128 * 4 / 256)  # 4 steps per epoch
+    assert seen[4][head] == pytest.approx(peak) and seen[-1][head] < peak / 2
+
+
+class StopAfter(L.Callback):
+    """Interrupts a run after ``steps`` optimizer steps, as a pre-emption would."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        trainer.should_stop = trainer.should_stop or trainer.global_step >= self.steps
+
+
+def test_resume_mid_epoch_reaches_the_same_weights(synthetic_root: Path, tmp_path: Path) -> None:
+    """4 steps per epoch, mixup and drop path on: 6 steps straight, or 3 steps, stop, resume to 6, end equal."""
+    def run(root: Path, resume: Path | None = None, stop: int | None = None) -> ClassificationModule:
+        L.seed_everything(0)
+        data = Kinetics400DataModule(str(synthetic_root), num_frames=4, img_size=32, batch_size=2, num_sample=2,
+                                     num_workers=0, val_list=None)
+        module = ClassificationModule(model_options=TINY | {"num_classes": 400, "drop_path_rate": 0.2},
+                                      base_lr=0.5, warmup_epochs=0.5)
+        callbacks = [ModelCheckpoint(dirpath=str(root), every_n_train_steps=1, save_top_k=-1, filename="{step}")]
+        L.Trainer(max_steps=6, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                  default_root_dir=root, callbacks=callbacks + ([StopAfter(stop)] if stop else [])).fit(
+            module, datamodule=data, ckpt_path=resume)
+        return module
+
+    straight = run(tmp_path / "straight")
+    interrupted = run(tmp_path / "interrupted", stop=3)
+    resumed = run(tmp_path / "resumed", resume=tmp_path / "interrupted" / "step=3.ckpt")
+    assert resumed.global_step == 6 and interrupted.global_step == 3
+    for (name, expected), actual in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(actual, expected, msg=name)
+    assert not torch.equal(interrupted.model.head.fc.weight, straight.model.head.fc.weight)
