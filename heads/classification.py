@@ -16,15 +16,18 @@ class ClassificationHead(nn.Module):
 
     ``fc_norm`` (LayerNorm) normalises the pooled token; with ``num_classes=0`` the head returns the
     normalised pooled features ``[B, C]`` instead of logits ``[B, num_classes]``. ``loss`` and ``metrics``
-    are what fine-tuning trains and reports with.
+    are what fine-tuning trains and reports with. ``pool_frames=T`` (not official) classifies the ``T``
+    per-frame pooled tokens concatenated in time order, ``[B, T * C]``, so the linear layer sees their order.
     """
 
     def __init__(self, embed_dim: int, num_classes: int, norm_eps: float = 1e-6, drop_rate: float = 0.0,
-                 init_scale: float = 0.001) -> None:
+                 init_scale: float = 0.001, pool_frames: int | None = None) -> None:
         super().__init__()
+        self.pool_frames = pool_frames
         self.fc_norm = nn.LayerNorm(embed_dim, eps=norm_eps)
         self.dropout = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        width = embed_dim * (pool_frames or 1)
+        self.fc = nn.Linear(width, num_classes) if num_classes > 0 else nn.Identity()
         if isinstance(self.fc, nn.Linear):
             trunc_normal_(self.fc.weight, std=0.02)
             self.fc.weight.data.mul_(init_scale)
@@ -41,8 +44,10 @@ class ClassificationHead(nn.Module):
         return self.fc_norm(tokens.mean(1))
 
     def forward(self, out: EncoderOutput) -> Tensor:
-        """Logits ``[B, num_classes]`` (pooled features ``[B, C]`` when ``num_classes=0``)."""
-        return self.fc(self.dropout(self.pool(out)))
+        """Logits ``[B, num_classes]`` (pooled features ``[B, C]``, or ``[B, T * C]`` with ``pool_frames``,
+        when ``num_classes=0``)."""
+        pooled = self.pool(out, per_frame=True).flatten(1) if self.pool_frames else self.pool(out)
+        return self.fc(self.dropout(pooled))
 
     def loss(self, logits: Tensor, target: Tensor, label_smoothing: float = 0.0) -> Tensor:
         """Official fine-tuning loss of logits ``[B, K]``: soft-target cross-entropy for mixup / cutmix targets

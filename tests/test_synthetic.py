@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from umt.data import synthetic
-from umt.data.synthetic import SHAPES, SyntheticConfig, class_names, generate, sample_clip
+from umt.data.synthetic import CLASSES, SHAPES, SyntheticConfig, class_names, frame_caption, generate, sample_clip
 
 SMALL = SyntheticConfig(num_classes=4, train_size=8, val_size=4, test_size=4, num_frames=12, size=48, seed=3)
 PAIR = SyntheticConfig(num_classes=2, train_size=24, val_size=0, test_size=0, num_frames=12, size=48, seed=0)
@@ -52,7 +52,8 @@ def test_layout_and_annotation_formats(small: Path) -> None:
         captions = json.loads((small / f"{split}_captions.json").read_text())
         assert [entry["video"] for entry in captions] == [path for path, _ in rows]
         for entry in captions:
-            assert set(entry) == {"video", "caption"} and entry["caption"].startswith("a ")
+            assert set(entry) == {"video", "caption", "frame_captions"} and entry["caption"].startswith("a ")
+            assert len(entry["frame_captions"]) == SMALL.num_frames
             assert any(f" {shape} " in entry["caption"] for shape in SHAPES)
     assert json.loads((small / "synthetic.json").read_text())["config"]["seed"] == 3
 
@@ -149,3 +150,28 @@ def test_time_reversed_pair_needs_temporal_order(pair: Path) -> None:
                             zip(clips, tracks, strict=True)])
     assert leave_one_out_accuracy(frame_stats, labels) <= 0.75
     assert leave_one_out_accuracy(motion[:, None], labels) == 1.0
+
+
+def test_frame_captions_follow_the_motion() -> None:
+    columns = ("far left", "left", "centre", "right", "far right")
+    rows = ("very top", "top", "middle", "bottom", "very bottom")
+
+    def where(caption: str, names: tuple[str, ...]) -> int:
+        return max((i for i, name in enumerate(names) if f" {name} " in f"{caption} "), key=lambda i: len(names[i]))
+
+    config = SyntheticConfig(num_classes=8)
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        _, _, right = sample_clip(CLASSES.index("moving right"), config, rng)
+        assert where(right[0], columns) < where(right[-1], columns), right
+        _, _, down = sample_clip(CLASSES.index("moving down"), config, rng)
+        assert where(down[0], rows) < where(down[-1], rows), down
+        _, _, fading = sample_clip(CLASSES.index("fading in"), config, rng)
+        assert " invisible " in fading[0] and " solid " in fading[-1], fading
+        _, _, growing = sample_clip(CLASSES.index("growing"), config, rng)
+        assert growing[0].split()[1] in ("tiny", "small") and growing[-1].split()[1] in ("medium", "large", "huge")
+
+
+def test_frame_caption_bins() -> None:
+    assert frame_caption(0.0, 0.99, 0.06, 1.0) == "a tiny solid shape far left very bottom"
+    assert frame_caption(0.5, 0.5, 0.17, 0.5) == "a medium translucent shape centre middle"

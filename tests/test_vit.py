@@ -74,6 +74,18 @@ def test_activation_checkpointing_gives_same_gradients(tiny_video: torch.Tensor)
     torch.testing.assert_close(grads[0], grads[1])
 
 
+def test_frames_head_classifies_the_per_frame_tokens_in_order(tiny_video: torch.Tensor) -> None:
+    model = umt.create_model("umt_b16", **TINY, head_pool="frames", head_init_scale=1.0).eval()
+    assert model.head.fc.in_features == TINY["num_frames"] * TINY["embed_dim"]
+    with torch.no_grad():
+        per_frame = model.forward_features(tiny_video, per_frame=True)  # [B, T, C]
+        torch.testing.assert_close(model(tiny_video), model.head.fc(per_frame.flatten(1)))
+        swapped = model.head.fc(per_frame.flip(1).flatten(1))
+    assert not torch.allclose(model(tiny_video), swapped)
+    features = umt.create_model("umt_b16", **{**TINY, "num_classes": 0}, head_pool="frames")(tiny_video)
+    assert features.shape == (2, TINY["num_frames"] * TINY["embed_dim"])
+
+
 def test_drop_path_is_linear_and_off_in_eval(tiny_video: torch.Tensor) -> None:
     model = umt.create_model("umt_b16", **(TINY | {"depth": 3, "drop_path_rate": 0.3}))
     assert [getattr(b.drop_path, "drop_prob", 0.0) for b in model.encoder.blocks] == pytest.approx([0, 0.15, 0.3])
@@ -115,6 +127,7 @@ def test_tables_reduce_to_the_plain_sinusoid() -> None:
     ({"embed_dim": 30, "num_heads": 4}, ValueError),
     ({"img_size": 100}, ValueError),
     ({"pos_embed": "learned"}, ValueError),
+    ({"head_pool": "max"}, ValueError),
     ({"hidden": 3}, TypeError),
 ])
 def test_bad_config(options: dict, error: type[Exception]) -> None:

@@ -280,6 +280,22 @@ def _synthetic_clip(num_frames: int, size: int = 256) -> torch.Tensor:
     return frames.to(torch.uint8)
 
 
+def demo(out: Path = Path("demo"), seed: int = 0, progress: bool = True) -> None:
+    """Run UMT at toy scale on the synthetic dataset (CPU, no download) and print the held-out accuracies.
+
+    Trains a small CLIP teacher on frames and their captions, pre-trains a small UMT student with it (stage 1),
+    fine-tunes it on the action labels, fine-tunes the same student from random init, and compares the two.
+
+    Args:
+        out: folder for the synthetic data, the teacher and student weights and ``metrics.json``.
+        seed: seed of all training (the dataset is fixed).
+        progress: progress bars.
+    """
+    from umt.demo import run_demo  # imports open_clip's text side and the fine-tuning module on use only
+
+    run_demo(out, seed, progress)
+
+
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 LIGHTNING_PREDICT_OPTIONS = ("-c", "--config", "--trainer", "--model.", "--data", "--ckpt_path", "--print_config",
                              "--seed_everything")
@@ -307,8 +323,8 @@ def main(argv: list[str] | None = None) -> None:
         lightning(argv)
         return
     try:
-        auto_cli({"convert": convert, "info": info, "predict": predict, "classify": classify, "embed": embed,
-                  "data": {"check": check, "synth": synth}}, args=argv, as_positional=True)
+        auto_cli({"demo": demo, "convert": convert, "info": info, "predict": predict, "classify": classify,
+                  "embed": embed, "data": {"check": check, "synth": synth}}, args=argv, as_positional=True)
     except (CheckpointError, VideoError, ValueError, OSError) as error:
         print(f"umt: error: {error}", file=sys.stderr)
         raise SystemExit(2) from error

@@ -20,7 +20,7 @@ time reversals of each other: the same frames in opposite order."""
 
 SPLITS = ("train", "val", "test")
 MANIFEST = "synthetic.json"
-VERSION = 1
+VERSION = 2
 """Generator version, stored in the manifest: a change to the rendering invalidates cached datasets."""
 
 SHAPES = ("circle", "square", "triangle", "star", "cross")
@@ -174,8 +174,24 @@ def _where(x: float, y: float) -> str:
     return f"at the {row}" if column == "centre" else f"in the {row} {column}"
 
 
-def sample_clip(label: int, config: SyntheticConfig, rng: np.random.Generator) -> tuple[np.ndarray, str]:
-    """Render one clip of class ``label``: frames uint8 ``[num_frames, size, size, 3]`` and its caption."""
+def _bin(value: float, names: tuple[str, ...]) -> str:
+    """The name of the equal-width bin of ``names`` that ``value`` in [0, 1] falls in."""
+    return names[min(max(int(value * len(names)), 0), len(names) - 1)]
+
+
+def frame_caption(x: float, y: float, radius: float, opacity: float) -> str:
+    """What one frame shows of the object's geometry: size, visibility and position in five steps each (an
+    image caption for a frame; the clip caption says what happens over time)."""
+    size = _bin((radius - 0.06) / 0.22, ("tiny", "small", "medium", "large", "huge"))
+    visibility = _bin(opacity, ("invisible", "faint", "translucent", "opaque", "solid"))
+    column = _bin(x, ("far left", "left", "centre", "right", "far right"))
+    row = _bin(y, ("very top", "top", "middle", "bottom", "very bottom"))
+    return f"a {size} {visibility} shape {column} {row}"
+
+
+def sample_clip(label: int, config: SyntheticConfig, rng: np.random.Generator) -> tuple[np.ndarray, str, list[str]]:
+    """Render one clip of class ``label``: frames uint8 ``[num_frames, size, size, 3]``, its caption, and one
+    ``frame_caption`` per frame."""
     name, size = CLASSES[label], config.size
     tau = np.linspace(0.0, 1.0, config.num_frames)
     shape = str(rng.choice(SHAPES))
@@ -194,7 +210,8 @@ def sample_clip(label: int, config: SyntheticConfig, rng: np.random.Generator) -
     rotation = "" if spin == 0 else f" while {rng.choice(('rotating', 'spinning'))} " + (
         "clockwise" if spin > 0 else "anticlockwise")
     caption = f"a {colour_name} {shape} {action}{where}{rotation} on a noisy {background} background"
-    return np.clip(np.rint(frames), 0, 255).astype(np.uint8), caption
+    per_frame = [frame_caption(*(float(v[t]) for v in (x, y, radius, opacity))) for t in range(config.num_frames)]
+    return np.clip(np.rint(frames), 0, 255).astype(np.uint8), caption, per_frame
 
 
 def _manifest(config: SyntheticConfig) -> dict:
@@ -222,8 +239,8 @@ def generate(out: str | Path, config: SyntheticConfig = DEFAULT_CONFIG, progress
     """Write a synthetic dataset to ``out`` and return ``out``; reuse it if it is already complete for ``config``.
 
     Layout: ``videos/{split}/{split}_NNNNN.mp4`` (h264), ``{split}.csv`` with ``videos/...mp4,LABEL`` lines,
-    ``{split}_captions.json`` (a list of ``{"video", "caption"}``), ``classes.txt`` and the ``synthetic.json``
-    manifest (written last). Labels are balanced within each split and shuffled by the seed.
+    ``{split}_captions.json`` (a list of ``{"video", "caption", "frame_captions"}``), ``classes.txt`` and the
+    ``synthetic.json`` manifest (written last). Labels are balanced within each split and shuffled by the seed.
     """
     out = Path(out)
     if _is_complete(out, config):
@@ -239,10 +256,11 @@ def generate(out: str | Path, config: SyntheticConfig = DEFAULT_CONFIG, progress
         lines, captions = [], []
         for index, label in enumerate(labels.tolist()):
             relative = f"videos/{split}/{split}_{index:05d}.mp4"
-            frames, caption = sample_clip(label, config, np.random.default_rng([config.seed, split_id, index]))
+            frames, caption, per_frame = sample_clip(label, config,
+                                                     np.random.default_rng([config.seed, split_id, index]))
             write_video(out / relative, frames, fps=config.fps, options=ENCODER_OPTIONS)
             lines.append(f"{relative},{label}\n")
-            captions.append({"video": relative, "caption": caption})
+            captions.append({"video": relative, "caption": caption, "frame_captions": per_frame})
             bar.update()
         (out / f"{split}.csv").write_text("".join(lines))
         (out / f"{split}_captions.json").write_text(json.dumps(captions, indent=1) + "\n")

@@ -18,7 +18,8 @@ class VideoClassifier(nn.Module):
         self.config = config
         self.encoder = VideoViT(config)
         self.head = ClassificationHead(
-            config.embed_dim, config.num_classes, config.norm_eps, config.fc_drop_rate, config.head_init_scale
+            config.embed_dim, config.num_classes, config.norm_eps, config.fc_drop_rate, config.head_init_scale,
+            config.num_frames // config.tubelet_size if config.head_pool == "frames" else None,
         )
 
     def encode(self, video: Tensor, mask: Tensor | None = None) -> EncoderOutput:

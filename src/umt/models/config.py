@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from umt.models.pos_embed import PosEmbedPolicy
+
+HeadPool = Literal["mean", "frames"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,8 @@ class ModelConfig:
         num_classes: classifier outputs; 0 returns pooled features.
         fc_drop_rate: dropout before the classifier.
         head_init_scale: factor on the initial classifier weight and bias (official 0.001).
+        head_pool: ``mean`` over all tokens (official), or ``frames``: the per-frame means, each through
+            ``fc_norm``, concatenated in time order (a head that sees the order of frames).
     """
 
     embed_dim: int = 768
@@ -54,6 +58,7 @@ class ModelConfig:
     num_classes: int = 400
     fc_drop_rate: float = 0.0
     head_init_scale: float = 0.001
+    head_pool: HeadPool = "mean"
 
     def __post_init__(self) -> None:
         problems = []
@@ -63,6 +68,8 @@ class ModelConfig:
             problems.append(f"img_size={self.img_size} is not a multiple of patch_size={self.patch_size}")
         if self.num_frames % self.tubelet_size:
             problems.append(f"num_frames={self.num_frames} is not a multiple of tubelet_size={self.tubelet_size}")
+        if self.head_pool not in ("mean", "frames"):
+            problems.append(f"head_pool={self.head_pool!r} is not one of 'mean', 'frames'")
         if self.pos_embed not in ("interpolate", "extend", "checkpoint"):
             problems.append(f"pos_embed={self.pos_embed!r} is not one of 'interpolate', 'extend', 'checkpoint'")
         if min(self.embed_dim, self.depth, self.num_heads, self.num_frames, self.img_size) <= 0:

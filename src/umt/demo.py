@@ -1,0 +1,370 @@
+"""``umt demo``: the whole UMT recipe at toy scale on the built-in synthetic dataset, on CPU, with no download.
+
+1. Write the synthetic dataset (``umt.data.synthetic.generate``): unlabelled training clips, of which the first
+   ``labelled_clips`` keep their action labels, and a held-out test split.
+2. Train the teacher: a small open_clip CLIP (QuickGELU ViT image tower, the layout ``CLIPTeacher`` loads, and a
+   word-level text tower) trained contrastively on single frames against their frame captions (where the shape
+   is, how large and how visible). No pretrained CLIP exists offline; this one is trained here.
+3. Stage 1 (``UMTPretrainModule``): the frozen teacher's attention masks each frame, the student sees the
+   visible tokens of the unlabelled clips and aligns its last layers with the teacher's.
+4. Fine-tune (``ClassificationModule``) the stage-1 student on the labelled clips, and the same fine-tuning from
+   random init, and report both held-out accuracies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from umt.data.annotations import read_video_list
+from umt.data.decoding import read_frames
+from umt.data.samplers import segment_test_indices, segment_train_indices
+from umt.data.synthetic import SyntheticConfig, class_names, generate
+from umt.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from umt.finetune import ClassificationModule
+from umt.module import UMTPretrainModule
+from umt.optim import warmup_cosine
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Sizes and schedules of the demo (the defaults are the full demo; tests shrink them).
+
+    Data: ``unlabelled_clips`` training clips (all used without labels by the teacher and stage 1), the first
+    ``labelled_clips`` of them with labels for fine-tuning, ``test_clips`` held out; ``num_frames`` of the 16
+    rendered frames per clip at 64 pixels.
+    """
+
+    num_classes: int = 8
+    unlabelled_clips: int = 2000
+    labelled_clips: int = 240
+    test_clips: int = 240
+    num_frames: int = 4
+    # student: UMT-B/16's layout resized
+    embed_dim: int = 64
+    depth: int = 3
+    num_heads: int = 2
+    patch_size: int = 8
+    drop_path_rate: float = 0.1
+    # teacher: open_clip CLIP image tower as ``create_teacher("clip_b16", ...)`` loads it, plus a text tower
+    teacher_width: int = 64
+    teacher_layers: int = 3
+    teacher_heads: int = 2
+    teacher_dim: int = 64
+    text_width: int = 64
+    text_layers: int = 2
+    teacher_epochs: int = 40
+    teacher_batch_size: int = 128
+    teacher_lr: float = 2e-3
+    # stage 1
+    align_layers: int = 2
+    mask_ratio: float = 0.8
+    pretrain_epochs: int = 6
+    pretrain_batch_size: int = 32
+    pretrain_lr: float = 1e-3
+    # fine-tuning (the same for both starts)
+    finetune_epochs: int = 60
+    finetune_batch_size: int = 16
+    finetune_lr: float = 1e-3
+    layer_decay: float = 1.0
+    head_pool: str = "frames"
+    max_shift: int = 0
+
+    @property
+    def synthetic(self) -> SyntheticConfig:
+        return SyntheticConfig(num_classes=self.num_classes, train_size=self.unlabelled_clips, val_size=0,
+                               test_size=self.test_clips)
+
+    @property
+    def student_options(self) -> dict[str, Any]:
+        return {"embed_dim": self.embed_dim, "depth": self.depth, "num_heads": self.num_heads,
+                "patch_size": self.patch_size, "img_size": self.synthetic.size, "num_frames": self.num_frames,
+                "drop_path_rate": self.drop_path_rate, "pos_embed": "extend"}
+
+    @property
+    def teacher_options(self) -> dict[str, Any]:
+        return {"width": self.teacher_width, "layers": self.teacher_layers, "heads": self.teacher_heads,
+                "output_dim": self.teacher_dim, "patch_size": self.patch_size, "image_size": self.synthetic.size,
+                "return_layers": self.align_layers}
+
+
+_MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
+_STD = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
+
+
+def _normalise(frames: Tensor) -> Tensor:
+    """uint8 ``[T, H, W, 3]`` -> float ``[3, T, H, W]``, /255 and ImageNet mean/std (what UMT models take)."""
+    return (frames.permute(3, 0, 1, 2).float() / 255 - _MEAN) / _STD
+
+
+def _shift(video: Tensor, max_shift: int, rng: np.random.Generator) -> Tensor:
+    """Random translation of a clip ``[3, T, H, W]`` by up to ``max_shift`` pixels (edges replicated)."""
+    if max_shift <= 0:
+        return video
+    height, width = video.shape[-2:]
+    top, left = rng.integers(0, 2 * max_shift + 1, 2)
+    padded = F.pad(video, (max_shift,) * 4, mode="replicate")
+    return padded[..., top:top + height, left:left + width]
+
+
+class Clips(Dataset):
+    """Decoded clips held in memory (uint8 ``[N, L, H, W, 3]``). Training items take ``num_frames`` by TSN
+    sampling and a random shift (never a flip: it would swap left and right); test items the segment centres.
+    Items are ``{"video": [3, T, H, W], "label": int, "index": int, "view": 0}``."""
+
+    def __init__(self, clips: Tensor, labels: Tensor, num_frames: int, train: bool, max_shift: int = 0,
+                 seed: int = 0) -> None:
+        self.clips, self.labels, self.num_frames = clips, labels, num_frames
+        self.train, self.max_shift = train, max_shift
+        self.rng = np.random.default_rng(seed)
+        self.test_indices = segment_test_indices(clips.shape[1], num_frames, 1, 0)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        length = self.clips.shape[1]
+        indices = segment_train_indices(length, self.num_frames, self.rng) if self.train else self.test_indices
+        video = _normalise(self.clips[index, indices])
+        if self.train:
+            video = _shift(video, self.max_shift, self.rng)
+        return {"video": video, "label": int(self.labels[index]), "index": index, "view": 0}
+
+
+class CaptionedFrames(Dataset):
+    """One random frame of a clip (float ``[3, H, W]``, normalised) with that frame's caption tokens."""
+
+    def __init__(self, clips: Tensor, tokens: Tensor, max_shift: int = 0, seed: int = 0) -> None:
+        self.clips, self.tokens, self.max_shift = clips, tokens, max_shift
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        frame = int(self.rng.integers(self.clips.shape[1]))
+        image = _shift(_normalise(self.clips[index, frame:frame + 1]), self.max_shift, self.rng)[:, 0]
+        return image, self.tokens[index, frame]
+
+
+class WordTokenizer:
+    """Word-level tokenizer of the captions: 0 pads, then the words, then start and end; the end token has the
+    largest id, as open_clip's text tower pools at the argmax token."""
+
+    def __init__(self, texts: list[str], context_length: int = 16) -> None:
+        self.words = sorted({word for text in texts for word in self.split(text)})
+        self.ids = {word: i + 1 for i, word in enumerate(self.words)}
+        self.start, self.end = len(self.words) + 1, len(self.words) + 2
+        self.context_length = context_length
+
+    @property
+    def vocab_size(self) -> int:
+        return self.end + 1
+
+    @staticmethod
+    def split(text: str) -> list[str]:
+        return re.findall(r"[a-z]+", text.lower())
+
+    def __call__(self, texts: list[str]) -> Tensor:
+        """Token ids ``[len(texts), context_length]`` (unknown words map to 0)."""
+        out = torch.zeros(len(texts), self.context_length, dtype=torch.long)
+        for row, text in enumerate(texts):
+            ids = [self.start, *(self.ids.get(w, 0) for w in self.split(text))][: self.context_length - 1]
+            out[row, : len(ids) + 1] = torch.tensor([*ids, self.end])
+        return out
+
+
+class CaptionCLIP(L.LightningModule):
+    """A small open_clip CLIP trained with the symmetric InfoNCE loss on frames against their captions (frames
+    with the same caption are all positives). The image embedding is trained twice: as CLIP's pooled token and
+    as the mean of the patch tokens through ``ln_post`` and ``proj`` (the features the UMT student aligns with,
+    so the patch tokens carry what the caption says)."""
+
+    def __init__(self, vocab_size: int, config: DemoConfig, context_length: int) -> None:
+        super().__init__()
+        c = config
+        vision = CLIPVisionCfg(layers=c.teacher_layers, width=c.teacher_width,
+                               head_width=c.teacher_width // c.teacher_heads, patch_size=c.patch_size,
+                               image_size=c.synthetic.size)
+        text = CLIPTextCfg(context_length=context_length, vocab_size=vocab_size, width=c.text_width,
+                           heads=max(c.text_width // 32, 1), layers=c.text_layers)
+        self.clip = CLIP(c.teacher_dim, vision, text, quick_gelu=True)
+        self.lr = c.teacher_lr
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        """``(images [B, 3, H, W], tokens [B, L])`` -> InfoNCE loss."""
+        images, tokens = batch
+        visual = self.clip.visual
+        visual.output_tokens = True
+        pooled, patches = visual(images)
+        visual.output_tokens = False
+        text = self.clip.encode_text(tokens, normalize=True)
+        same = (tokens[:, None] == tokens[None]).all(-1).float()
+        targets = same / same.sum(1, keepdim=True)
+        loss = torch.zeros((), device=images.device)
+        for image in (pooled, patches.mean(1) @ visual.proj):
+            logits = self.clip.logit_scale.exp() * F.normalize(image, dim=-1) @ text.T
+            loss = loss + (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 4
+        self.log("teacher/loss", loss, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": 0.05},
+                  {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+        optimizer = torch.optim.AdamW(groups, lr=self.lr)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup = max(total // 10, 1)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total, 0.0))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def _load_split(root: Path, split: str, progress: bool) -> tuple[Tensor, Tensor, list[list[str]]]:
+    """Every frame of every clip of ``split`` (uint8 ``[N, L, H, W, 3]``), labels ``[N]``, frame captions."""
+    records = read_video_list(root / f"{split}.csv", root)
+    entries = {e["video"]: e["frame_captions"] for e in json.loads((root / f"{split}_captions.json").read_text())}
+    length = SyntheticConfig().num_frames
+    clips = torch.stack([read_frames(r.path, range(length), threads=1, parallel=1)
+                         for r in tqdm(records, desc=f"decoding {split}", unit="clip", disable=not progress)])
+    labels = torch.tensor([r.label for r in records])
+    return clips, labels, [entries[r.path.relative_to(root).as_posix()] for r in records]
+
+
+def _trainer(out: Path, epochs: int, progress: bool) -> L.Trainer:
+    return L.Trainer(max_epochs=epochs, accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
+                     enable_model_summary=False, enable_progress_bar=progress, default_root_dir=out,
+                     num_sanity_val_steps=0)
+
+
+def _loader(dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train, num_workers=0)
+
+
+def _finetune(checkpoint: Path | None, data: dict[str, Tensor], c: DemoConfig, out: Path, seed: int,
+              progress: bool) -> float:
+    """Held-out top-1 of the fine-tuning from ``checkpoint`` (a stage-1 file) or from random init."""
+    L.seed_everything(seed + 2, verbose=False)
+    module = ClassificationModule(
+        "umt_b16", None if checkpoint is None else str(checkpoint),
+        model_options={**c.student_options, "num_classes": c.num_classes, "head_init_scale": 1.0,
+                       "head_pool": c.head_pool},
+        base_lr=c.finetune_lr * 256 / c.finetune_batch_size, min_lr=0.0, warmup_lr=0.0,
+        warmup_epochs=max(c.finetune_epochs / 10, 1), layer_decay=c.layer_decay, mixup_alpha=0.0,
+        cutmix_alpha=0.0, step_clips=c.finetune_batch_size)
+    n = c.labelled_clips
+    train = Clips(data["clips"][:n], data["labels"][:n], c.num_frames, True, c.max_shift, seed)
+    test = Clips(data["test_clips"], data["test_labels"], c.num_frames, False)
+    trainer = _trainer(out, c.finetune_epochs, progress)
+    trainer.fit(module, _loader(train, c.finetune_batch_size, True))
+    trainer.test(module, _loader(test, 60, False), verbose=False)
+    return float(trainer.callback_metrics["test/top1"])
+
+
+def run_demo(out: str | Path = "demo", seed: int = 0, progress: bool = True,
+             config: DemoConfig | None = None) -> dict[str, Any]:
+    """Run the demo, print the table and write ``out/metrics.json``; returns the metrics.
+
+    Args:
+        out: output folder (synthetic dataset in ``out/data``, teacher and stage-1 weights beside it).
+        seed: seed of all training (the dataset itself is fixed).
+        progress: progress bars.
+        config: sizes and schedules (default: the full demo).
+    """
+    c = config or DemoConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    started = clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        timings[name] = round(time.perf_counter() - clock, 1)
+        clock = time.perf_counter()
+
+    for pattern in (".*does not have many workers.*", ".*GPU available but not used.*", ".*in eval mode.*",
+                    ".*no `val_dataloader`.*", ".*LeafSpec.*"):
+        warnings.filterwarnings("ignore", pattern)
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    root = generate(out / "data", c.synthetic, progress=progress)
+    clips, labels, frame_captions = _load_split(root, "train", progress)
+    test_clips, test_labels, _ = _load_split(root, "test", progress)
+    data = {"clips": clips, "labels": labels, "test_clips": test_clips, "test_labels": test_labels}
+    lap("data_s")
+
+    L.seed_everything(seed, verbose=False)
+    tokenizer = WordTokenizer([text for texts in frame_captions for text in texts])
+    tokens = torch.stack([tokenizer(texts) for texts in frame_captions])
+    clip = CaptionCLIP(tokenizer.vocab_size, c, tokenizer.context_length)
+    _trainer(out, c.teacher_epochs, progress).fit(
+        clip, _loader(CaptionedFrames(clips, tokens, c.max_shift, seed), c.teacher_batch_size, True))
+    teacher_file = out / "teacher_clip.pt"
+    torch.save(clip.clip.state_dict(), teacher_file)
+    lap("teacher_s")
+
+    L.seed_everything(seed + 1, verbose=False)
+    pretrain = UMTPretrainModule(
+        model="umt_b16", model_options=c.student_options, teacher="clip_b16",
+        teacher_weights=str(teacher_file), teacher_options=c.teacher_options, mask_ratio=c.mask_ratio,
+        align_layers=c.align_layers, base_lr=c.pretrain_lr * 256 / c.pretrain_batch_size, min_lr=0.0,
+        warmup_epochs=min(1, c.pretrain_epochs), batch_size=c.pretrain_batch_size)
+    unlabelled = Clips(clips, torch.zeros(len(clips), dtype=torch.long), c.num_frames, True, c.max_shift, seed)
+    _trainer(out, c.pretrain_epochs, progress).fit(pretrain, _loader(unlabelled, c.pretrain_batch_size, True))
+    student_file = out / "stage1_student.pt"
+    torch.save({"model": {f"encoder.{k}": v for k, v in pretrain.encoder.state_dict().items()}}, student_file)
+    lap("pretrain_s")
+
+    pretrained_accuracy = _finetune(student_file, data, c, out, seed, progress)
+    lap("finetune_pretrained_s")
+    scratch_accuracy = _finetune(None, data, c, out, seed, progress)
+    lap("finetune_scratch_s")
+    timings["total_s"] = round(time.perf_counter() - started, 1)
+
+    metrics = {
+        "pretrained_accuracy": pretrained_accuracy,
+        "scratch_accuracy": scratch_accuracy,
+        "teacher": (f"open_clip CLIP trained here on single frames vs frame captions (size, visibility, position "
+                    f"of the shape): ViT image tower width {c.teacher_width}, {c.teacher_layers} layers, patch "
+                    f"{c.patch_size}, output {c.teacher_dim}; text tower width {c.text_width}, {c.text_layers} "
+                    f"layers over {len(tokenizer.words)} words"),
+        "classes": class_names(c.synthetic),
+        "test_clips": len(test_labels),
+        "labelled_clips": c.labelled_clips,
+        "unlabelled_clips": c.unlabelled_clips,
+        "seed": seed,
+        "config": dataclasses.asdict(c),
+        "timings": timings,
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    print(format_table(metrics))
+    return metrics
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    """The demo's result table."""
+    rows = [("UMT stage 1 with the teacher, then fine-tuned", metrics["pretrained_accuracy"]),
+            ("the same fine-tuning from random init", metrics["scratch_accuracy"])]
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{'student':<{width}}  held-out accuracy", "-" * (width + 19)]
+    lines += [f"{name:<{width}}  {value:17.3f}" for name, value in rows]
+    lines.append(f"({metrics['test_clips']} test clips, {len(metrics['classes'])} classes, "
+                 f"{metrics['labelled_clips']} labelled / {metrics['unlabelled_clips']} unlabelled clips; "
+                 f"{metrics['timings']['total_s']:.0f} s)")
+    return "\n".join(lines)

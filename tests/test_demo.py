@@ -1,0 +1,58 @@
+"""``umt demo``: the whole pipeline (synthetic data -> CLIP teacher -> stage 1 -> fine-tuning) at toy scale, and
+the full demo's promise (slow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from umt.checkpoints import read_checkpoint
+from umt.cli import main
+from umt.demo import DemoConfig, WordTokenizer, format_table, run_demo
+from umt.models.teacher import create_teacher
+
+TINY = DemoConfig(unlabelled_clips=24, labelled_clips=16, test_clips=12, embed_dim=32, depth=2, teacher_width=32,
+                  teacher_layers=2, teacher_dim=16, text_width=32, text_layers=1, teacher_epochs=1,
+                  pretrain_epochs=1, finetune_epochs=1, teacher_batch_size=8, pretrain_batch_size=8,
+                  finetune_batch_size=8)
+
+
+def test_tokenizer_ends_with_the_largest_id() -> None:
+    tokenizer = WordTokenizer(["a red circle grows", "a blue star shrinks"], context_length=6)
+    tokens = tokenizer(["a red circle grows larger and larger", "a blue star"])
+    assert tokens.shape == (2, 6)
+    assert (tokens.argmax(1) == torch.tensor([5, 4])).all() and tokens.max() == tokenizer.vocab_size - 1
+    assert tokens[1, 5] == 0  # padding
+    assert tokenizer(["a purple star"])[0, 2] == 0  # an unknown word
+
+
+def test_tiny_demo_writes_metrics_and_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    metrics = run_demo(out, seed=0, progress=False, config=TINY)
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert 0 <= metrics["pretrained_accuracy"] <= 1 and 0 <= metrics["scratch_accuracy"] <= 1
+    assert "open_clip" in metrics["teacher"] and metrics["timings"]["total_s"] > 0
+    assert metrics["classes"][:2] == ["moving left", "moving right"] and metrics["test_clips"] == 12
+    assert format_table(metrics) in capsys.readouterr().out
+    teacher = create_teacher("clip_b16", out / "teacher_clip.pt", **TINY.teacher_options)  # loads strictly
+    assert teacher.config.width == 32
+    student = read_checkpoint(out / "stage1_student.pt")
+    assert student.family == "pretrain" and student.embed_dim == 32
+
+
+def test_demo_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    monkeypatch.setattr("umt.demo.run_demo", lambda out, seed, progress: calls.append((out, seed, progress)))
+    main(["demo", "--out", str(tmp_path), "--seed", "3", "--progress", "false"])
+    assert calls == [(tmp_path, 3, False)]
+
+
+@pytest.mark.slow
+def test_full_demo_pretraining_beats_scratch(tmp_path: Path) -> None:
+    metrics = run_demo(tmp_path / "out", seed=0, progress=False)
+    assert metrics["pretrained_accuracy"] >= 0.9, metrics
+    assert metrics["pretrained_accuracy"] > metrics["scratch_accuracy"], metrics
+    assert metrics["timings"]["total_s"] < 600, metrics
