@@ -186,3 +186,12 @@ def test_init_from_a_stage1_student_and_bert(tmp_path: Path) -> None:
     torch.testing.assert_close(module.head.alignment.state_dict(), stage1.head.state_dict())
     with pytest.raises(ValueError, match="not both"):
         tiny_module(checkpoint=str(tmp_path / "stage1.pth"))
+
+
+def test_init_from_an_official_stage2_file(tmp_path: Path) -> None:
+    source = tiny_module(teacher=None).model
+    official = {k.replace("vision_encoder.head.fc_norm.", "vision_encoder.pool_norm."): v
+                for k, v in source.state_dict().items()}
+    torch.save({"model": official | {"clip_teacher.proj": torch.zeros(2, 2)}}, tmp_path / "b16_25m.pth")
+    module = tiny_module(teacher=None, bert=None, checkpoint=str(tmp_path / "b16_25m.pth"))
+    torch.testing.assert_close(module.model.state_dict(), source.state_dict())

@@ -102,7 +102,7 @@ class CaptionedDataModule(L.LightningDataModule):
         return [[i] for i in range(len(self.retrieval_texts(stage)))]
 
 
-def synthetic_captions(root: Path, train_size: int, eval_size: int) -> Path:
-    """A small synthetic dataset (6 classes, 64 px, 8 frames) with captions."""
-    return generate(root, SyntheticConfig(num_classes=6, train_size=train_size, val_size=eval_size, test_size=0,
+def synthetic_captions(root: Path, train_size: int, val_size: int, test_size: int = 0) -> Path:
+    """A small synthetic dataset (6 classes, 64 px, 8 frames) with a caption per video."""
+    return generate(root, SyntheticConfig(num_classes=6, train_size=train_size, val_size=val_size, test_size=test_size,
                                           num_frames=8, size=64), progress=False)

@@ -170,7 +170,7 @@ def synth(out: Path, num_classes: int = 6, train_size: int = 240, val_size: int 
 
 def search(query: str, videos: Path | None = None, checkpoint: Path | None = None, tokenizer: str | None = None,
            top: int = 5, rerank: bool = False, cache: Path | None = None, trust_pickle: bool = False) -> None:
-    """Text-to-video search: rank the videos (and images) of a folder for a text query with a stage-2 model.
+    """Text-to-video search: rank the videos of a folder for a text query with a stage-2 model.
 
     Media features are cached on disk per file (path, mtime) and checkpoint, so a second query only encodes the text.
 
@@ -194,14 +194,14 @@ def search(query: str, videos: Path | None = None, checkpoint: Path | None = Non
         raise ValueError(f"{videos} is not a folder")
     files = media_files(videos)
     if not files:
-        raise ValueError(f"{videos} holds no videos or images")
+        raise ValueError(f"{videos} holds no videos")
     model, hparams = load_model(checkpoint, trust_pickle)
     model.eval()
     default_tokenizer = "bert-large-uncased" if model.config.text.hidden_size == 1024 else "bert-base-uncased"
     tokenizer = tokenizer or hparams.get("tokenizer", default_tokenizer)
     index = MediaIndex(model, checkpoint, cache or default_cache())
     hits = search_media(model, index, files, query, tokenizer, hparams.get("max_length", 32), top, rerank)
-    print(f"{len(files)} media in {videos} ({index.computed} encoded, {len(files) - index.computed} from the cache); "
+    print(f"{len(files)} videos in {videos} ({index.computed} encoded, {len(files) - index.computed} from the cache); "
           f"best for {query!r}:")
     for rank, hit in enumerate(hits, 1):
         itm = "" if hit.itm is None else f"  itm={hit.itm:.3f}"

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from umt.data.decoding import IMAGE_SUFFIXES, probe, read_frames
+from umt.data.decoding import probe, read_frames
 from umt.data.samplers import interval_indices
 from umt.data.text import load_tokenizer, tokenize
 from umt.data.transforms import stage2_eval_transform
@@ -20,8 +20,8 @@ from umt.models.video_text import VideoTextModel
 
 logger = logging.getLogger("umt")
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".gif")
-"""File names searched (images count as one-frame media)."""
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg")
+"""File names searched."""
 
 
 @dataclass
@@ -39,9 +39,8 @@ def default_cache() -> Path:
 
 
 def media_files(folder: Path) -> list[Path]:
-    """Videos and images under ``folder`` (recursively), sorted."""
-    suffixes = VIDEO_SUFFIXES + IMAGE_SUFFIXES
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+    """Videos under ``folder`` (recursively), sorted."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
 
 
 def cache_key(path: Path, checkpoint: Path, num_frames: int, img_size: int) -> str:
@@ -74,9 +73,7 @@ class MediaIndex:
         if entry.is_file():
             stored = torch.load(entry, weights_only=True)
             return stored["tokens"].float(), stored["embeddings"]
-        length = probe(path).num_frames
-        frames = 1 if path.suffix.lower() in IMAGE_SUFFIXES else self.num_frames
-        clip = read_frames(path, interval_indices(length, frames, "middle"))
+        clip = read_frames(path, interval_indices(probe(path).num_frames, self.num_frames, "middle"))
         with torch.no_grad():
             tokens, pooled = self.model.encode_video(self.transform(clip)[None], per_frame=True)
             embeddings = self.model.video_embedding(pooled)

@@ -11,7 +11,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from umt.checkpoints import read_video_text_checkpoint
+from umt.checkpoints import load_video_text_weights, read_video_text_checkpoint
 from umt.data.text import load_tokenizer
 from umt.heads.video_text import LOSS_NAMES, LossWeights, VideoTextHead
 from umt.models.teacher import create_teacher
@@ -198,8 +198,7 @@ class VideoTextModule(L.LightningModule):
             state, alignment, _ = read_module_state(checkpoint)
             self.model.load_state_dict(state, strict=True)
         elif checkpoint is not None:
-            loaded = create_video_text_model(self.model.config, checkpoint, trust_pickle=self.hparams.trust_pickle)
-            self.model.load_state_dict(loaded.state_dict(), strict=True)
+            load_video_text_weights(self.model, read_video_text_checkpoint(checkpoint, self.hparams.trust_pickle))
         if student_checkpoint is not None:
             encoder, alignment = read_student(student_checkpoint)
             self.model.vision_encoder.encoder.load_state_dict(encoder, strict=True)
