@@ -15,7 +15,7 @@ from vt_helpers import TEXT, CaptionedDataModule, synthetic_captions, tiny_modul
 from umt.cli import main
 from umt.video_text_module import VideoTextModule
 
-CHANCE_R_MEAN = {n: sum(min(k / n, 1.0) * 100 for k in (1, 5, 10)) / 3 for n in (12, 24)}
+CHANCE_R_MEAN = {n: sum(min(k / n, 1.0) * 100 for k in (1, 5, 10)) / 3 for n in (24,)}
 """Expected ``r_mean`` of a random ranking of n media (one ground truth each): 22.2 for 24."""
 
 
@@ -96,19 +96,12 @@ def run_protocol(tmp_path: Path, capsys: pytest.CaptureFixture[str], losses: dic
     return zero_shot, finetuned, tuned
 
 
-def test_short_stage2_run_retrieves_zero_shot_and_fine_tuning_helps(tmp_path: Path,
-                                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    """Fast variant: contrastive loss only, two text-only MiniLM layers."""
+def test_stage2_run_retrieves_zero_shot_and_fine_tuning_helps(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Contrastive stage-2 run (two text-only MiniLM layers), then VTC + VTM fine-tuning (the default without a
+    teacher), so the re-ranked recalls need a trained matching head."""
     text = TEXT | {"fusion_layer": 2}
     zero_shot, finetuned, _ = run_protocol(tmp_path, capsys, {"vtc": 1.0, "vtm": 0.0}, text, (60, 20))
-    assert zero_shot["test_emb/r_mean"] > 1.5 * CHANCE_R_MEAN[24], zero_shot
-    assert finetuned["test_emb/r_mean"] > zero_shot["test_emb/r_mean"], (zero_shot, finetuned)
-
-
-@pytest.mark.slow
-def test_stage2_with_matching_and_mlm_then_fine_tuning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """VTC + VTM + MLM pre-training, VTC + VTM fine-tuning; the ITM re-ranked recalls are checked too."""
-    zero_shot, finetuned, _ = run_protocol(tmp_path, capsys, {"vtc": 1.0, "vtm": 1.0, "mlm": 1.0}, TEXT, (60, 40))
     assert zero_shot["test_emb/r_mean"] > 1.5 * CHANCE_R_MEAN[24], zero_shot
     assert finetuned["test_emb/r_mean"] > zero_shot["test_emb/r_mean"], (zero_shot, finetuned)
     assert finetuned["test/r_mean"] > 1.5 * CHANCE_R_MEAN[24], finetuned
