@@ -267,6 +267,46 @@ def synth(out: Path, num_classes: int = 6, train_size: int = 240, val_size: int 
     print(f"synthetic dataset in {out}: {', '.join(class_names(config))}")
 
 
+def search(query: str, videos: Path | None = None, checkpoint: Path | None = None, tokenizer: str | None = None,
+           top: int = 5, rerank: bool = False, cache: Path | None = None, trust_pickle: bool = False) -> None:
+    """Text-to-video search: rank the videos of a folder for a text query with a stage-2 model.
+
+    Media features are cached on disk per file (path, mtime) and checkpoint, so a second query only encodes the text.
+
+    Args:
+        query: what to look for, e.g. "a dog catches a frisbee".
+        videos: folder searched recursively.
+        checkpoint: a ``VideoTextModule`` checkpoint (``.ckpt``) or an official stage-2 / retrieval file.
+        tokenizer: tokenizer name or folder (default: the checkpoint's, else ``bert-base-uncased`` /
+            ``bert-large-uncased`` by model size).
+        top: results printed.
+        rerank: re-order the ``top`` results by the ITM match logit (slower, usually better).
+        cache: feature cache folder (default ``~/.cache/umt/search``).
+        trust_pickle: allow official files holding Python objects besides tensors (trusted sources only).
+    """
+    from umt.search import MediaIndex, default_cache, media_files, search_media
+    from umt.video_text_module import load_model
+
+    if videos is None or checkpoint is None:
+        raise ValueError("umt search needs --videos DIR and --checkpoint FILE")
+    if not videos.is_dir():
+        raise ValueError(f"{videos} is not a folder")
+    files = media_files(videos)
+    if not files:
+        raise ValueError(f"{videos} holds no videos")
+    model, hparams = load_model(checkpoint, trust_pickle)
+    model.eval()
+    default_tokenizer = "bert-large-uncased" if model.config.text.hidden_size == 1024 else "bert-base-uncased"
+    tokenizer = tokenizer or hparams.get("tokenizer", default_tokenizer)
+    index = MediaIndex(model, checkpoint, cache or default_cache())
+    hits = search_media(model, index, files, query, tokenizer, hparams.get("max_length", 32), top, rerank)
+    print(f"{len(files)} videos in {videos} ({index.computed} encoded, {len(files) - index.computed} from the cache); "
+          f"best for {query!r}:")
+    for rank, hit in enumerate(hits, 1):
+        itm = "" if hit.itm is None else f"  itm={hit.itm:.3f}"
+        print(f"  {rank}. {hit.path}  itc={hit.itc:.4f}{itm}")
+
+
 def _synthetic_clip(num_frames: int, size: int = 256) -> torch.Tensor:
     """uint8 ``[T, size, size, 3]``: a bright square moving left to right over a colour gradient."""
     ramp = torch.linspace(0, 255, size)
@@ -309,6 +349,21 @@ def _is_lightning(args: list[str]) -> bool:
     return args[0] != "predict" or any(arg.startswith(LIGHTNING_PREDICT_OPTIONS) for arg in args[1:])
 
 
+SWITCHES = ("--rerank",)
+"""Boolean options that may be given bare (``--rerank`` = ``--rerank true``)."""
+
+
+def _bare_switches(argv: list[str]) -> list[str]:
+    """``argv`` with ``true`` added after every bare ``SWITCHES`` option."""
+    out = []
+    for position, arg in enumerate(argv):
+        out.append(arg)
+        following = argv[position + 1] if position + 1 < len(argv) else ""
+        if arg in SWITCHES and following.lower() not in ("true", "false"):
+            out.append("true")
+    return out
+
+
 def lightning(argv: list[str] | None) -> None:
     """``umt fit|validate|test|predict --config RECIPE.yaml``: LightningCLI over any LightningModule and
     LightningDataModule given by ``class_path`` (the library's or a plugin's)."""
@@ -319,12 +374,14 @@ def lightning(argv: list[str] | None) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``umt`` console script."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if _is_lightning(sys.argv[1:] if argv is None else argv):
+    args = sys.argv[1:] if argv is None else argv
+    if _is_lightning(args):
         lightning(argv)
         return
     try:
-        auto_cli({"demo": demo, "convert": convert, "info": info, "predict": predict, "classify": classify,
-                  "embed": embed, "data": {"check": check, "synth": synth}}, args=argv, as_positional=True)
+        commands = {"demo": demo, "convert": convert, "info": info, "predict": predict, "classify": classify,
+                    "embed": embed, "search": search, "data": {"check": check, "synth": synth}}
+        auto_cli(commands, args=_bare_switches(args), as_positional=True)
     except (CheckpointError, VideoError, ValueError, OSError) as error:
         print(f"umt: error: {error}", file=sys.stderr)
         raise SystemExit(2) from error
