@@ -414,11 +414,14 @@ class _PretrainPreset(VideoTextPretrainDataModule):
 
     names: tuple[str, ...] = ()
 
-    def __init__(self, root: str | Path, val: Corpus | None = None, test: Corpus | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(self, root: str | Path, val: Corpus | None = None, test: Corpus | None = None, num_frames: int = 4,
+                 test_num_frames: int | None = None, img_size: int = 224, batch_size: int = 128,
+                 image_batch_size: int | None = None, eval_batch_size: int | None = None, num_workers: int = 4,
+                 max_text_length: int = 32, max_bad_fraction: float = 0.5, seed: int = 0) -> None:
         root, val, test = str(root), _fields(val), _fields(test)  # plain values in checkpoints
         videos, images = corpora(root, self.names)
-        super().__init__(videos, images, val, test, **kwargs)
+        super().__init__(videos, images, val, test, num_frames, test_num_frames, img_size, batch_size,
+                         image_batch_size, eval_batch_size, num_workers, max_text_length, max_bad_fraction, seed)
 
 
 class Pretrain5MDataModule(_PretrainPreset):
