@@ -17,7 +17,7 @@ from umt.models.classifier import VideoClassifier
 from umt.models.config import get_config
 from umt.models.factory import create_model
 from umt.optim import layer_decay_groups, warmup_cosine
-from umt.rng import collect_rng_states, set_rng_states
+from umt.rng import ResumesRandomStates
 from umt.views import merge_views, write_predictions
 
 NO_WEIGHT_DECAY = ("pos_embed", "cls_token")
@@ -44,7 +44,7 @@ def build_classifier(model: str, checkpoint: str | Path | None = None, head_mode
     return create_model(model, loaded, head_mode=head_mode, **options)
 
 
-class ClassificationModule(L.LightningModule):
+class ClassificationModule(ResumesRandomStates, L.LightningModule):
     """Fine-tuning and evaluation of a ``VideoClassifier`` with the official recipe (SPEC §2.3-2.6).
 
     Training: mixup / cutmix with label smoothing on the batch (repeated-augmentation clips included),
@@ -104,7 +104,6 @@ class ClassificationModule(L.LightningModule):
         self.val_metrics = self.model.head.metrics("val")
         self.test_metrics = self.model.head.metrics("test")
         self.test_views: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
-        self.rng_states_to_restore: dict[str, Any] | None = None
 
     def forward(self, video: Tensor) -> Tensor:
         """Logits ``[B, num_classes]`` of ``video [B, 3, T, H, W]``."""
@@ -128,18 +127,6 @@ class ClassificationModule(L.LightningModule):
                              "model_options.num_classes (and head_mode for a checkpoint with another head)")
         if self.mixup is not None and stage == "fit" and self._step_clips() % 2:
             raise ValueError("mixup / cutmix mix a batch with its reverse: batch_size * num_sample must be even")
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        """After a resume, continue the random streams (mixup, drop path) where the checkpoint left them."""
-        if self.rng_states_to_restore is not None:
-            set_rng_states(self.rng_states_to_restore)
-            self.rng_states_to_restore = None
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["umt_rng_states"] = collect_rng_states()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.rng_states_to_restore = checkpoint.get("umt_rng_states")
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         """Loss of ``{"video": [B, 3, T, H, W], "label": [B], ...}`` (B counts the repeated clips)."""

@@ -15,12 +15,30 @@ from umt.masking import attention_mask
 from umt.models.factory import create_model
 from umt.models.teacher import create_teacher
 from umt.optim import warmup_cosine
-from umt.rng import collect_rng_states, set_rng_states
+from umt.rng import ResumesRandomStates
 
 TEACHER_PREFIX = "teacher."
 
 
-class UMTPretrainModule(L.LightningModule):
+class LeavesTeacherOut:
+    """LightningModule mixin for a module with a frozen ``teacher`` (or None) and ``teacher`` /
+    ``teacher_weights`` hyper-parameters: saved checkpoints leave the teacher's weights out and name the teacher
+    instead; loading puts this module's teacher weights back, so that loading stays strict."""
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith(TEACHER_PREFIX)]:
+            del state[key]
+        checkpoint["umt_teacher"] = {"name": self.hparams.teacher, "weights": self.hparams.teacher_weights}
+        super().on_save_checkpoint(checkpoint)  # type: ignore[misc]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.teacher is not None:
+            checkpoint["state_dict"].update({TEACHER_PREFIX + k: v for k, v in self.teacher.state_dict().items()})
+        super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
+
+
+class UMTPretrainModule(LeavesTeacherOut, ResumesRandomStates, L.LightningModule):
     """Stage 1 of UMT (SPEC.md §1): the frozen teacher sees every frame, its last-block CLS attention picks the
     visible ``1 - mask_ratio`` of each frame's tokens, the student encodes only those, and K alignment heads
     regress the teacher's last K layers at the visible positions with ``mean(2 - 2 cos)``.
@@ -72,7 +90,6 @@ class UMTPretrainModule(L.LightningModule):
                              "of the teacher's attention must index the student's tokens")
         self.return_layers = alignment_layers(config.depth, align_layers)
         self.head = AlignmentHead(config.embed_dim, self.teacher.config.output_dim, config.num_tokens, align_layers)
-        self.rng_states_to_restore: dict[str, Any] | None = None
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         """Loss of one batch ``{"video": [B, 3, T, H, W], ...}``."""
@@ -109,25 +126,6 @@ class UMTPretrainModule(L.LightningModule):
             optimizer, lambda step: warmup_cosine(step, warmup, total, h.min_lr / h.base_lr))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        """After a resume, continue the random streams (drop path) where the checkpoint left them."""
-        if self.rng_states_to_restore is not None:
-            set_rng_states(self.rng_states_to_restore)
-            self.rng_states_to_restore = None
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Leave the frozen teacher out of the file; record which teacher it needs, and the random states."""
-        state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith(TEACHER_PREFIX)]:
-            del state[key]
-        checkpoint["umt_teacher"] = {"name": self.hparams.teacher, "weights": self.hparams.teacher_weights}
-        checkpoint["umt_rng_states"] = collect_rng_states()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Put this module's teacher weights back, so that loading stays strict; keep the random states for
-        the first training batch."""
-        checkpoint["state_dict"].update({TEACHER_PREFIX + k: v for k, v in self.teacher.state_dict().items()})
-        self.rng_states_to_restore = checkpoint.get("umt_rng_states")
 
 
 def _xavier_linear(module: nn.Module) -> None:

@@ -16,9 +16,9 @@ from umt.data.text import load_tokenizer
 from umt.heads.video_text import LOSS_NAMES, LossWeights, VideoTextHead
 from umt.models.teacher import create_teacher
 from umt.models.video_text import VIDEO_TEXT_CONFIGS, VideoTextConfig, VideoTextModel, create_video_text_model
-from umt.module import TEACHER_PREFIX
+from umt.module import LeavesTeacherOut
 from umt.optim import warmup_cosine
-from umt.rng import collect_rng_states, set_rng_states
+from umt.rng import ResumesRandomStates
 
 logger = logging.getLogger("umt")
 
@@ -102,7 +102,7 @@ def load_model(source: str | Path, trust_pickle: bool = False) -> tuple[VideoTex
     return create_video_text_model(name, loaded), {}
 
 
-class VideoTextModule(L.LightningModule):
+class VideoTextModule(LeavesTeacherOut, ResumesRandomStates, L.LightningModule):
     """Stage-2 UMT (SPEC.md §3): a ``VideoTextModel`` trained with the video-text head's losses (UTA against an
     optional frozen CLIP teacher, VTC, VTM, MLM), evaluated by retrieval over whole splits.
 
@@ -191,7 +191,6 @@ class VideoTextModule(L.LightningModule):
             hard_negatives=hard_negatives, k_test=k_test, eval_batch_size=eval_batch_size)
         self._initialise(checkpoint, student_checkpoint, bert)
         self.media: list[tuple[Tensor, Tensor, Tensor]] = []
-        self.rng_states_to_restore: dict[str, Any] | None = None
 
     def _initialise(self, checkpoint: str | None, student_checkpoint: str | None, bert: str | None) -> None:
         """Load the initial weights the arguments name (see the class docstring)."""
@@ -299,22 +298,3 @@ class VideoTextModule(L.LightningModule):
             optimizer, lambda step: max(warmup_cosine(step, warmup, total, h.min_lr_ratio), h.min_lr_ratio))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        """After a resume, continue the random streams where the checkpoint left them."""
-        if self.rng_states_to_restore is not None:
-            set_rng_states(self.rng_states_to_restore)
-            self.rng_states_to_restore = None
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Leave the frozen teacher out of the file (record its name and weights file) and keep the random states."""
-        state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith(TEACHER_PREFIX)]:
-            del state[key]
-        checkpoint["umt_teacher"] = {"name": self.hparams.teacher, "weights": self.hparams.teacher_weights}
-        checkpoint["umt_rng_states"] = collect_rng_states()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Put this module's teacher weights back, so that loading stays strict."""
-        if self.teacher is not None:
-            checkpoint["state_dict"].update({TEACHER_PREFIX + k: v for k, v in self.teacher.state_dict().items()})
-        self.rng_states_to_restore = checkpoint.get("umt_rng_states")
