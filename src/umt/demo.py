@@ -32,6 +32,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from umt.checkpoints import save_native
 from umt.data.annotations import read_video_list
 from umt.data.decoding import read_frames
 from umt.data.samplers import segment_test_indices, segment_train_indices
@@ -257,8 +258,9 @@ def _loader(dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
 
 
 def _finetune(checkpoint: Path | None, data: dict[str, Tensor], c: DemoConfig, out: Path, seed: int,
-              progress: bool) -> float:
-    """Held-out top-1 of the fine-tuning from ``checkpoint`` (a stage-1 file) or from random init."""
+              progress: bool) -> tuple[float, ClassificationModule]:
+    """Held-out top-1 of the fine-tuning from ``checkpoint`` (a stage-1 file) or from random init, and the
+    fine-tuned module."""
     L.seed_everything(seed + 2, verbose=False)
     module = ClassificationModule(
         "umt_b16", None if checkpoint is None else str(checkpoint),
@@ -273,7 +275,7 @@ def _finetune(checkpoint: Path | None, data: dict[str, Tensor], c: DemoConfig, o
     trainer = _trainer(out, c.finetune_epochs, progress)
     trainer.fit(module, _loader(train, c.finetune_batch_size, True))
     trainer.test(module, _loader(test, 60, False), verbose=False)
-    return float(trainer.callback_metrics["test/top1"])
+    return float(trainer.callback_metrics["test/top1"]), module
 
 
 def run_demo(out: str | Path = "demo", seed: int = 0, progress: bool = True,
@@ -281,7 +283,9 @@ def run_demo(out: str | Path = "demo", seed: int = 0, progress: bool = True,
     """Run the demo, print the table and write ``out/metrics.json``; returns the metrics.
 
     Args:
-        out: output folder (synthetic dataset in ``out/data``, teacher and stage-1 weights beside it).
+        out: output folder: the synthetic dataset in ``out/data``; beside it the teacher (``teacher_clip.pt``),
+            the stage-1 student (``stage1_student.pt``, official stage-1 layout) and the fine-tuned classifier
+            (``classifier.pt``, with the class names; ``umt predict VIDEO --checkpoint out/classifier.pt``).
         seed: seed of all training (the dataset itself is fixed).
         progress: progress bars.
         config: sizes and schedules (default: the full demo).
@@ -331,9 +335,10 @@ def run_demo(out: str | Path = "demo", seed: int = 0, progress: bool = True,
     torch.save({"model": {f"encoder.{k}": v for k, v in pretrain.encoder.state_dict().items()}}, student_file)
     lap("pretrain_s")
 
-    pretrained_accuracy = _finetune(student_file, data, c, out, seed, progress)
+    pretrained_accuracy, finetuned = _finetune(student_file, data, c, out, seed, progress)
+    save_native(finetuned.model, out / "classifier.pt", "umt_b16", labels=class_names(c.synthetic))
     lap("finetune_pretrained_s")
-    scratch_accuracy = _finetune(None, data, c, out, seed, progress)
+    scratch_accuracy, _ = _finetune(None, data, c, out, seed, progress)
     lap("finetune_scratch_s")
     timings["total_s"] = round(time.perf_counter() - started, 1)
 
