@@ -296,3 +296,11 @@ def test_mixup_takes_non_contiguous_videos():
     _seed(0)
     expected, _ = mixup(video.contiguous(), torch.tensor([0, 1]))
     torch.testing.assert_close(mixed, expected, atol=0, rtol=0)
+
+
+def test_normalise_is_the_pipelines_last_step():
+    clip = torch.randint(0, 256, (3, 8, 8, 3), dtype=torch.uint8)
+    mean, std = torch.tensor(T.IMAGENET_MEAN).view(3, 1, 1, 1), torch.tensor(T.IMAGENET_STD).view(3, 1, 1, 1)
+    expected = (clip.permute(3, 0, 1, 2).float() / 255 - mean) / std
+    torch.testing.assert_close(T.normalise(clip), expected)
+    torch.testing.assert_close(T.normalise(clip), T.eval_transform(8)(clip))  # same size: eval adds nothing

@@ -37,7 +37,7 @@ from umt.data.annotations import read_video_list
 from umt.data.decoding import read_frames
 from umt.data.samplers import segment_test_indices, segment_train_indices
 from umt.data.synthetic import SyntheticConfig, class_names, generate
-from umt.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from umt.data.transforms import normalise
 from umt.finetune import ClassificationModule
 from umt.module import UMTPretrainModule
 from umt.optim import warmup_cosine
@@ -85,7 +85,6 @@ class DemoConfig:
     finetune_lr: float = 1e-3
     layer_decay: float = 1.0
     head_pool: str = "frames"
-    max_shift: int = 0
 
     @property
     def synthetic(self) -> SyntheticConfig:
@@ -105,34 +104,13 @@ class DemoConfig:
                 "return_layers": self.align_layers}
 
 
-_MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
-_STD = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
-
-
-def _normalise(frames: Tensor) -> Tensor:
-    """uint8 ``[T, H, W, 3]`` -> float ``[3, T, H, W]``, /255 and ImageNet mean/std (what UMT models take)."""
-    return (frames.permute(3, 0, 1, 2).float() / 255 - _MEAN) / _STD
-
-
-def _shift(video: Tensor, max_shift: int, rng: np.random.Generator) -> Tensor:
-    """Random translation of a clip ``[3, T, H, W]`` by up to ``max_shift`` pixels (edges replicated)."""
-    if max_shift <= 0:
-        return video
-    height, width = video.shape[-2:]
-    top, left = rng.integers(0, 2 * max_shift + 1, 2)
-    padded = F.pad(video, (max_shift,) * 4, mode="replicate")
-    return padded[..., top:top + height, left:left + width]
-
-
 class Clips(Dataset):
     """Decoded clips held in memory (uint8 ``[N, L, H, W, 3]``). Training items take ``num_frames`` by TSN
-    sampling and a random shift (never a flip: it would swap left and right); test items the segment centres.
+    sampling (no flip: it would swap left and right); test items the segment centres.
     Items are ``{"video": [3, T, H, W], "label": int, "index": int, "view": 0}``."""
 
-    def __init__(self, clips: Tensor, labels: Tensor, num_frames: int, train: bool, max_shift: int = 0,
-                 seed: int = 0) -> None:
-        self.clips, self.labels, self.num_frames = clips, labels, num_frames
-        self.train, self.max_shift = train, max_shift
+    def __init__(self, clips: Tensor, labels: Tensor, num_frames: int, train: bool, seed: int = 0) -> None:
+        self.clips, self.labels, self.num_frames, self.train = clips, labels, num_frames, train
         self.rng = np.random.default_rng(seed)
         self.test_indices = segment_test_indices(clips.shape[1], num_frames, 1, 0)
 
@@ -142,17 +120,15 @@ class Clips(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         length = self.clips.shape[1]
         indices = segment_train_indices(length, self.num_frames, self.rng) if self.train else self.test_indices
-        video = _normalise(self.clips[index, indices])
-        if self.train:
-            video = _shift(video, self.max_shift, self.rng)
+        video = normalise(self.clips[index, indices])
         return {"video": video, "label": int(self.labels[index]), "index": index, "view": 0}
 
 
 class CaptionedFrames(Dataset):
     """One random frame of a clip (float ``[3, H, W]``, normalised) with that frame's caption tokens."""
 
-    def __init__(self, clips: Tensor, tokens: Tensor, max_shift: int = 0, seed: int = 0) -> None:
-        self.clips, self.tokens, self.max_shift = clips, tokens, max_shift
+    def __init__(self, clips: Tensor, tokens: Tensor, seed: int = 0) -> None:
+        self.clips, self.tokens = clips, tokens
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -160,7 +136,7 @@ class CaptionedFrames(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         frame = int(self.rng.integers(self.clips.shape[1]))
-        image = _shift(_normalise(self.clips[index, frame:frame + 1]), self.max_shift, self.rng)[:, 0]
+        image = normalise(self.clips[index, frame:frame + 1])[:, 0]
         return image, self.tokens[index, frame]
 
 
@@ -270,7 +246,7 @@ def _finetune(checkpoint: Path | None, data: dict[str, Tensor], c: DemoConfig, o
         warmup_epochs=max(c.finetune_epochs / 10, 1), layer_decay=c.layer_decay, mixup_alpha=0.0,
         cutmix_alpha=0.0, step_clips=c.finetune_batch_size)
     n = c.labelled_clips
-    train = Clips(data["clips"][:n], data["labels"][:n], c.num_frames, True, c.max_shift, seed)
+    train = Clips(data["clips"][:n], data["labels"][:n], c.num_frames, True, seed)
     test = Clips(data["test_clips"], data["test_labels"], c.num_frames, False)
     trainer = _trainer(out, c.finetune_epochs, progress)
     trainer.fit(module, _loader(train, c.finetune_batch_size, True))
@@ -318,7 +294,7 @@ def run_demo(out: str | Path = "demo", seed: int = 0, progress: bool = True,
     tokens = torch.stack([tokenizer(texts) for texts in frame_captions])
     clip = CaptionCLIP(tokenizer.vocab_size, c, tokenizer.context_length)
     _trainer(out, c.teacher_epochs, progress).fit(
-        clip, _loader(CaptionedFrames(clips, tokens, c.max_shift, seed), c.teacher_batch_size, True))
+        clip, _loader(CaptionedFrames(clips, tokens, seed), c.teacher_batch_size, True))
     teacher_file = out / "teacher_clip.pt"
     torch.save(clip.clip.state_dict(), teacher_file)
     lap("teacher_s")
@@ -329,7 +305,7 @@ def run_demo(out: str | Path = "demo", seed: int = 0, progress: bool = True,
         teacher_weights=str(teacher_file), teacher_options=c.teacher_options, mask_ratio=c.mask_ratio,
         align_layers=c.align_layers, base_lr=c.pretrain_lr * 256 / c.pretrain_batch_size, min_lr=0.0,
         warmup_epochs=min(1, c.pretrain_epochs), batch_size=c.pretrain_batch_size)
-    unlabelled = Clips(clips, torch.zeros(len(clips), dtype=torch.long), c.num_frames, True, c.max_shift, seed)
+    unlabelled = Clips(clips, torch.zeros(len(clips), dtype=torch.long), c.num_frames, True, seed)
     _trainer(out, c.pretrain_epochs, progress).fit(pretrain, _loader(unlabelled, c.pretrain_batch_size, True))
     student_file = out / "stage1_student.pt"
     torch.save({"model": {f"encoder.{k}": v for k, v in pretrain.encoder.state_dict().items()}}, student_file)

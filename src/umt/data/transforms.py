@@ -49,6 +49,11 @@ def _finish(frames: Tensor) -> Tensor:
     return to_video(_NORMALIZE(_TO_FLOAT(frames)))
 
 
+def normalise(clip: Tensor) -> Tensor:
+    """uint8 ``[T, H, W, 3]`` -> float ``[3, T, H, W]``: /255 and ImageNet mean/std, no resizing."""
+    return _finish(to_frames(clip))
+
+
 class MultiScaleCrop:
     """Stage-1 multi-scale crop (SPEC §1.9): one crop for all frames, resized to ``size x size`` (bilinear).
 
