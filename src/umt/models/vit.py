@@ -30,6 +30,15 @@ class EncoderOutput:
     layers: tuple[Tensor, ...]
     grid: tuple[int, int, int]
 
+    def mean(self, per_frame: bool = False) -> Tensor:
+        """Token mean ``[B, C]``, or per frame ``[B, T, C]`` (needs every token: no mask)."""
+        if not per_frame:
+            return self.tokens.mean(1)
+        frames, h, w = self.grid
+        if self.tokens.shape[1] != frames * h * w:
+            raise ValueError("per-frame pooling needs all tokens (no mask)")
+        return self.tokens.reshape(self.tokens.shape[0], frames, h * w, -1).mean(2)
+
 
 class PatchEmbed3D(nn.Module):
     """Tubelet patch embedding: ``[B, 3, T, H, W] -> [B, T/t * H/p * W/p, C]`` in (t, h, w) order."""
