@@ -122,6 +122,9 @@ class VideoTextHead(Head):
 
     def losses(self, step: EncoderStep, batch: Batch) -> dict[str, Tensor]:
         """The weighted VTC, VTM and MLM losses of one batch."""
+        if not self.weights.active():
+            raise ValueError("every video_text loss weight is 0: nothing to train; give the head a loss weight of 0 "
+                             "(model.loss_weights) to evaluate only")
         tower, out, generator = self.tower, step.output, step.generator
         device = out.tokens.device
         ids = batch["index"]

@@ -41,7 +41,7 @@ def test_tiny_demo_writes_metrics_and_weights(tmp_path: Path, capsys: pytest.Cap
     assert teacher.config.width == 32
     student = read_checkpoint(out / "stage1_student.pt")
     assert student.family == "pretrain" and student.embed_dim == 32
-    main(["predict", str(out / "data" / "videos" / "test" / "test_00000.mp4"), "--checkpoint",
+    main(["classify", "--video", str(out / "data" / "videos" / "test" / "test_00000.mp4"), "--checkpoint",
           str(out / "classifier.pt"), "--save_attention", str(tmp_path / "attention.png")])
     printed = capsys.readouterr().out
     assert sum(name in printed for name in metrics["classes"]) == 5  # top 5 of the stored class names

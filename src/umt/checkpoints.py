@@ -432,6 +432,7 @@ class CheckpointParts:
         dropped: keys the family drops by design.
         hints: encoder options the layout implies (``final_norm``, ``pos_embed``).
         labels: class names stored in the file, or None.
+        hyper_parameters: a module checkpoint's hyper-parameters (plain values), else empty.
     """
 
     family: str
@@ -441,6 +442,7 @@ class CheckpointParts:
     dropped: list[str] = field(default_factory=list)
     hints: dict[str, Any] = field(default_factory=dict)
     labels: list[str] | None = None
+    hyper_parameters: dict[str, Any] = field(default_factory=dict)
 
 
 def _is_module_checkpoint(obj: Any) -> bool:
@@ -464,7 +466,8 @@ def read_parts(source: str | Path | Mapping[str, Any], trust_pickle: bool = Fals
         encoder = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
         rest = {k: v for k, v in state.items() if not k.startswith("encoder.")}
         norm = "norm.weight" in encoder
-        return CheckpointParts("module", encoder, rest, state, hints={"final_norm": norm})
+        return CheckpointParts("module", encoder, rest, state, hints={"final_norm": norm},
+                               hyper_parameters=dict(obj.get("hyper_parameters", {})))
     raw, _ = _unwrap(obj, origin)
     if any(k.startswith(("text_encoder.", "text_decoder.")) for k in raw):
         loaded = read_video_text_checkpoint(obj, trust_pickle)

@@ -5,10 +5,10 @@
 2. Train the teacher: a small open_clip CLIP (QuickGELU ViT image tower, the layout ``CLIPTeacher`` loads, and a
    word-level text tower) trained contrastively on single frames against their frame captions (where the shape
    is, how large and how visible). No pretrained CLIP exists offline; this one is trained here.
-3. Stage 1 (``UMTModule`` with the ``alignment`` head): the frozen teacher's attention masks each frame, the student sees the
-   visible tokens of the unlabelled clips and aligns its last layers with the teacher's.
-4. Fine-tune (``UMTModule`` with the ``classification`` head) the stage-1 student on the labelled clips, and the same fine-tuning from
-   random init, and report both held-out accuracies.
+3. Stage 1 (``UMTModule`` with the ``alignment`` head): the frozen teacher's attention masks each frame, the
+   student sees the visible tokens of the unlabelled clips and aligns its last layers with the teacher's.
+4. Fine-tune (``UMTModule`` with the ``classification`` head) the stage-1 student on the labelled clips, and the
+   same fine-tuning from random init, and report both held-out accuracies.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ from umt.heads.base import DataInfo
 from umt.heads.classification import ClassificationHead
 from umt.models.factory import classifier_from_module
 from umt.module import UMTModule
-from umt.options import EncoderConfig, MaskingConfig, OptimizerConfig, TeacherSpec
 from umt.optim import warmup_cosine
+from umt.options import EncoderConfig, MaskingConfig, OptimizerConfig, TeacherSpec
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import importlib
 import logging
+import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,6 +22,7 @@ from umt.models.teacher import CLIPTeacher, create_teacher
 from umt.models.vit import VideoViT, _init_weights
 from umt.optim import build_optimizer, schedule_multiplier
 from umt.options import EncoderConfig, MaskingConfig, OptimizerConfig, TeacherSpec
+from umt.plugins import factory_target, head_name
 from umt.rng import collect_rng_states, set_rng_states
 
 logger = logging.getLogger("umt")
@@ -52,7 +57,7 @@ class UMTModule(L.LightningModule):
 
     def __init__(
         self,
-        heads: Sequence[HeadFactory],
+        heads: Sequence[HeadFactory | dict[str, Any]],
         encoder: EncoderConfig = EncoderConfig(),
         teacher: TeacherSpec | None = None,
         masking: MaskingConfig = MaskingConfig(),
@@ -64,7 +69,12 @@ class UMTModule(L.LightningModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        heads = [head_factory(spec) if isinstance(spec, dict) else spec for spec in heads]
+        encoder, teacher = typed(EncoderConfig, encoder), typed(TeacherSpec, teacher)
+        masking = typed(MaskingConfig, masking)
+        optimizer, data_info = typed(OptimizerConfig, optimizer), typed(DataInfo, data_info)
         self.save_hyperparameters(ignore=["heads"])
+        self.hparams["heads"] = [head_spec(factory) for factory in heads]
         self.optimizer_config, self.masking, self.teacher_spec = optimizer, masking, teacher
         self.data_info, self.seed = data_info, seed
         if not heads:
@@ -105,6 +115,7 @@ class UMTModule(L.LightningModule):
         if parts is not None:
             self._load(parts)
         self._rng_states_to_restore: dict[str, Any] | None = None
+        self._schedule: tuple[int, int] | None = None
 
     # ----------------------------------------------------------------------------------------------- loading
     def _load(self, parts: CheckpointParts) -> None:
@@ -148,7 +159,8 @@ class UMTModule(L.LightningModule):
         if train:
             generator = torch.Generator(video.device).manual_seed(self.seed * 1_000_003 + self.global_step)
         mask = targets = None
-        if train and self.teacher is not None and any(h.requirements().teacher for h in self.heads.values()):
+        if train and self.teacher is not None and any(
+                head.requirements().teacher and self.loss_weights[name] for name, head in self.heads.items()):
             with torch.no_grad():
                 target = self.teacher(video)
                 frames = video.shape[2]
@@ -265,32 +277,31 @@ class UMTModule(L.LightningModule):
             scale = self.clips_per_step() * self.trainer.world_size * self.trainer.accumulate_grad_batches / 256
         head_groups = {name: list(head.param_groups()) for name, head in self.heads.items()}
         optimizer = build_optimizer(self.encoder, dict(self.heads.items()), head_groups, config, scale)
-        self._schedule_optimizer = optimizer
-        return {"optimizer": optimizer}
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: self._multiplier(step))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def _multiplier(self, step: int) -> float:
+        """Fraction of the peak lr at optimizer step ``step`` (1 until ``on_train_start`` knows the steps)."""
+        if self._schedule is None:
+            return 1.0
+        warmup, total = self._schedule
+        return schedule_multiplier(step, warmup, total, self.optimizer_config)
 
     def on_train_start(self) -> None:
-        """Attach the per-step schedule once the trainer knows the number of steps (also on resume)."""
-        config = self.optimizer_config
+        """Fix the warm-up and total steps once the trainer knows them (also on resume) and set the lrs of the
+        coming step (asking for the steps in ``configure_optimizers`` would break a mid-epoch resume)."""
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
-        warmup = round(total * config.warmup_epochs / epochs)
-        self._schedule = (warmup, total)
-        self._apply_schedule()
+        self._schedule = (round(total * self.optimizer_config.warmup_epochs / epochs), total)
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, strict=True):
+                group["lr"] = base * self._multiplier(scheduler.last_epoch)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self._rng_states_to_restore is not None:
             set_rng_states(self._rng_states_to_restore)
             self._rng_states_to_restore = None
-        self._apply_schedule()
-
-    def _apply_schedule(self) -> None:
-        """Set every group's lr for the coming optimizer step (``global_step``)."""
-        warmup, total = self._schedule
-        config = self.optimizer_config
-        factor = schedule_multiplier(self.global_step, warmup, total, config)
-        for optimizer in self.trainer.optimizers:
-            for group in optimizer.param_groups:
-                group["lr"] = group["peak_lr"] * factor
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -303,6 +314,7 @@ class UMTModule(L.LightningModule):
         checkpoint["umt_heads"] = {name: {"class_path": f"{type(h).__module__}.{type(h).__qualname__}",
                                           "options": h.describe()} for name, h in self.heads.items()}
         checkpoint["umt_rng_states"] = collect_rng_states()
+        checkpoint["hyper_parameters"] = plain(dict(checkpoint.get("hyper_parameters", {})))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Put this module's teacher weights back (loading stays strict); restore the random states at the first
@@ -312,11 +324,56 @@ class UMTModule(L.LightningModule):
         self._rng_states_to_restore = checkpoint.get("umt_rng_states")
 
 
+def typed(cls: type, value: Any) -> Any:
+    """``value`` as the dataclass ``cls`` when it is a dict (a checkpoint's plain hyper-parameters), else as is."""
+    if not isinstance(value, dict):
+        return value
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: _typed_hint(hints[k], v) for k, v in value.items() if k in fields})
+
+
+def _typed_hint(hint: Any, value: Any) -> Any:
+    for candidate in (hint, *typing.get_args(hint)):
+        if isinstance(candidate, type) and dataclasses.is_dataclass(candidate) and isinstance(value, dict):
+            return typed(candidate, value)
+    return tuple(value) if isinstance(value, list) and typing.get_origin(hint) is tuple else value
+
+
+def plain(value: Any) -> Any:
+    """Dataclasses as dicts, tuples as lists, recursively: what a ``weights_only`` checkpoint load accepts."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def head_spec(factory: HeadFactory) -> dict[str, Any]:
+    """``{"class_path", "init_args"}`` of a head factory (a class, or partials of one), for the checkpoint."""
+    options: dict[str, Any] = {}
+    layer: Any = factory
+    while isinstance(layer, functools.partial):
+        options = {**layer.keywords, **options}
+        layer = layer.func
+    target = factory_target(factory)
+    return {"class_path": f"{target.__module__}.{target.__qualname__}", "init_args": plain(options)}
+
+
+def head_factory(spec: dict[str, Any]) -> HeadFactory:
+    """The head factory of a ``head_spec`` (the class imported, dict options made its dataclasses again)."""
+    module, _, name = spec["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    hints = typing.get_type_hints(cls.__init__)
+    options = {k: _typed_hint(hints.get(k, Any), v) for k, v in spec.get("init_args", {}).items()}
+    return functools.partial(cls, **options)
+
+
 def _head_name(factory: HeadFactory, taken: Mapping[str, Any]) -> str:
     """A head's name: its entry-point name when registered, else its class name in snake case; ``_2`` etc. for
     repeats."""
-    from umt.plugins import head_name
-
     base = head_name(factory)
     name, count = base, 2
     while name in taken:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
@@ -87,14 +87,24 @@ def status(kind: str) -> list[tuple[Plugin, str]]:
             load(kind, plugin.name)
             rows.append((plugin, "ok"))
         except PluginError as error:
-            rows.append((plugin, str(error.__cause__ or error)))
+            cause = error.__cause__
+            rows.append((plugin, f"broken: {type(cause).__name__}: {cause}" if cause else f"broken: {error}"))
     return rows
+
+
+def factory_target(factory: Any) -> Any:
+    """The class (or function) behind a head factory: through ``functools.partial`` layers, including the ones
+    jsonargparse builds for ``Callable`` options (the class is then among the partial's arguments)."""
+    while isinstance(factory, partial):
+        classes = [arg for arg in factory.args if isinstance(arg, type)]
+        factory = classes[0] if classes else factory.func
+    return factory
 
 
 def head_name(factory: Any) -> str:
     """The name a head factory goes by: its entry-point name when its class is registered, else its class name
     in snake case (``LinearProbeHead`` -> ``linear_probe``)."""
-    target = getattr(factory, "func", factory)  # functools.partial from a recipe's init_args
+    target = factory_target(factory)
     path = f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', '')}"
     for plugin in plugins("heads").values():
         if plugin.class_path == path:

@@ -223,17 +223,21 @@ def load_video_text_model(source: str | Path, trust_pickle: bool = False) -> Vid
     """
     parts = read_parts(source, trust_pickle)
     if parts.family == "module":
+        from umt.module import typed
+        from umt.options import EncoderConfig
+
         prefix = "heads.video_text."
-        if not any(k.startswith(prefix) for k in parts.rest):
+        spec = next((h for h in parts.hyper_parameters.get("heads", [])
+                     if h["class_path"].endswith(".VideoTextHead")), None)
+        if spec is None or not any(k.startswith(prefix) for k in parts.rest):
             raise CheckpointError(f"{source} is a UMTModule checkpoint without a video_text head")
-        embed = parts.rest[prefix + "tower.vision_proj.weight"]
-        text_width = parts.rest[prefix + "tower.text_proj.weight"].shape[1]
-        name = next(n for n, c in VIDEO_TEXT_CONFIGS.items() if c.text.hidden_size == text_width)
-        hparams = torch.load(source, map_location="cpu", weights_only=True)["hyper_parameters"]
-        base = VIDEO_TEXT_CONFIGS[name]
-        vision = hparams["encoder"].model_config(parts.hints)
-        text = _module_text_config(parts.rest, prefix + "tower.text_encoder.", base.text, vision.embed_dim)
-        model = VideoTextModel(VideoTextConfig(vision, text, embed.shape[0]))
+        options = spec.get("init_args", {})
+        vision = typed(EncoderConfig, parts.hyper_parameters["encoder"]).model_config(parts.hints)
+        text = typed(TextConfig, options["text"]) if options.get("text") else TEXT_CONFIGS[options.get("text_size",
+                                                                                                        "bert_base")]
+        text = dataclasses.replace(text, encoder_width=vision.embed_dim)
+        embed = parts.rest[prefix + "tower.vision_proj.weight"].shape[0]
+        model = VideoTextModel(VideoTextConfig(vision, text, embed))
         state = {"vision_encoder.encoder." + k: v for k, v in parts.encoder.items()}
         for key, value in parts.rest.items():
             if key.startswith(prefix + "pool_norm."):
@@ -246,17 +250,3 @@ def load_video_text_model(source: str | Path, trust_pickle: bool = False) -> Vid
     width = loaded.state_dict["vision_encoder.encoder.patch_embed.proj.weight"].shape[0]
     name = next(n for n, c in VIDEO_TEXT_CONFIGS.items() if c.vision.embed_dim == width)
     return create_video_text_model(name, loaded)
-
-
-def _module_text_config(state: Mapping[str, Tensor], prefix: str, base: TextConfig, width: int) -> TextConfig:
-    """The ``TextConfig`` of a text tower's tensors (layers, fusion layer, sizes) on the defaults of ``base``."""
-    layers = {int(k[len(prefix):].split(".")[3]) for k in state if k.startswith(prefix + "bert.encoder.layer.")}
-    fusion = min((int(k[len(prefix):].split(".")[3]) for k in state
-                  if k.startswith(prefix + "bert.encoder.layer.") and ".crossattention." in k), default=len(layers))
-    words = state[prefix + "bert.embeddings.word_embeddings.weight"]
-    ffn = state[prefix + "bert.encoder.layer.0.intermediate.dense.weight"]
-    positions = state[prefix + "bert.embeddings.position_embeddings.weight"]
-    heads = base.num_heads if words.shape[1] == base.hidden_size else max(words.shape[1] // 64, 1)
-    return dataclasses.replace(base, vocab_size=words.shape[0], hidden_size=words.shape[1], num_layers=len(layers),
-                               num_heads=heads, intermediate_size=ffn.shape[0], max_positions=positions.shape[0],
-                               fusion_layer=fusion, encoder_width=width)
