@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from umt.checkpoints import TIED_KEYS, CheckpointError, CheckpointParts, key_groups
+from umt.checkpoints import TIED_KEYS, CheckpointParts, check_fit
 from umt.data.text import load_tokenizer, tokenize
 from umt.heads.base import Batch, EncoderStep, EvalContext, Head, HeadContext, ParamGroup, load_module_part
 from umt.losses import mlm_loss, mlm_mask, video_text_similarity, vtc_loss, vtm_loss
@@ -266,16 +266,6 @@ class VideoTextHead(Head):
         fresh_allowed = {k for k in target if k.startswith("tower.text_encoder.cls.")}
         if parts.family == "mm_model":
             fresh_allowed = set()
-        missing = sorted(set(target) - set(state) - fresh_allowed)
-        unexpected = sorted(set(state) - set(target))
-        mismatched = [f"{k}: checkpoint {list(state[k].shape)} vs head {list(target[k].shape)}"
-                      for k in target if k in state and state[k].shape != target[k].shape]
-        if missing or unexpected or mismatched:
-            lines = [f"{parts.family} checkpoint does not fit the video_text head", *mismatched[:8]]
-            if missing:
-                lines.append(f"  missing from the checkpoint: {key_groups(missing)}")
-            if unexpected:
-                lines.append(f"  not in the head: {key_groups(unexpected)}")
-            raise CheckpointError("\n".join(lines))
+        check_fit(state, target, f"the {self.name} head", parts.family, fresh_allowed, f"heads.{self.name}.")
         self.load_state_dict({**self.state_dict(), **state}, strict=True)
         return set(parts.rest), sorted(set(target) - set(state))

@@ -486,3 +486,29 @@ def read_parts(source: str | Path | Mapping[str, Any], trust_pickle: bool = Fals
         encoder |= {k.removeprefix("encoder."): raw[k] for k in ("encoder.norm.weight", "encoder.norm.bias")}
         dropped = [k for k in dropped if not k.startswith("encoder.norm.")]
     return CheckpointParts(loaded.family, encoder, rest, raw, dropped, dict(loaded.config), loaded.labels)
+
+
+def check_fit(state: Mapping[str, Tensor], target: Mapping[str, Tensor], what: str, family: str,
+              fresh_allowed: set[str] | frozenset[str] = frozenset(), prefix: str = "") -> None:
+    """Raise one clear error unless ``state`` fits ``target`` key for key and shape for shape (keys in
+    ``fresh_allowed`` may be missing).
+
+    Args:
+        state: the checkpoint's tensors for the part; target: the part's own state dict.
+        what: the part, for the message (``the encoder``, ``the video_text head``); family: the checkpoint family.
+        fresh_allowed: target keys that may start fresh; prefix: put before key names in the message.
+
+    Raises:
+        CheckpointError: naming the mismatched shapes and the missing and unexpected key groups.
+    """
+    missing = sorted(set(target) - set(state) - set(fresh_allowed))
+    unexpected = sorted(set(state) - set(target))
+    mismatched = [f"  {prefix}{k}: checkpoint {list(v.shape)} vs model {list(target[k].shape)}"
+                  for k, v in state.items() if k in target and v.shape != target[k].shape]
+    if missing or unexpected or mismatched:
+        lines = [f"{family} checkpoint does not fit {what}", *mismatched[:8]]
+        if missing:
+            lines.append(f"  missing from the checkpoint: {key_groups([prefix + k for k in missing])}")
+        if unexpected:
+            lines.append(f"  not in the model: {key_groups([prefix + k for k in unexpected])}")
+        raise CheckpointError("\n".join(lines))

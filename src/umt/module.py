@@ -15,7 +15,7 @@ import torch
 from lightning.pytorch.utilities import grad_norm
 from torch import Tensor, nn
 
-from umt.checkpoints import CheckpointError, CheckpointParts, key_groups, read_parts
+from umt.checkpoints import CheckpointParts, check_fit, key_groups, read_parts
 from umt.heads.base import Batch, DataInfo, EncoderStep, EvalContext, Head, HeadContext, HeadFactory
 from umt.masking import attention_mask
 from umt.models.teacher import CLIPTeacher, create_teacher
@@ -126,16 +126,7 @@ class UMTModule(L.LightningModule):
         for key in [k for k in state if k not in target and (k.startswith("norm.") or k == "pos_embed")]:
             dropped.append("encoder." + key)  # a stage-1 norm unused by a classifier, a table the model computes
             del state[key]
-        missing, unexpected = sorted(set(target) - set(state)), sorted(set(state) - set(target))
-        mismatched = [f"encoder.{k}: checkpoint {list(v.shape)} vs model {list(target[k].shape)}"
-                      for k, v in state.items() if k in target and v.shape != target[k].shape]
-        if missing or unexpected or mismatched:
-            lines = [f"{parts.family} checkpoint does not fit the encoder", *mismatched[:8]]
-            if missing:
-                lines.append(f"  missing from the checkpoint: {key_groups(['encoder.' + k for k in missing])}")
-            if unexpected:
-                lines.append(f"  not in the encoder: {key_groups(['encoder.' + k for k in unexpected])}")
-            raise CheckpointError("\n".join(lines))
+        check_fit(state, target, "the encoder", parts.family, prefix="encoder.")
         self.encoder.load_state_dict(state, strict=True)
         used: set[str] = set()
         fresh: list[str] = []
