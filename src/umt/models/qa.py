@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers.models.bert.modeling_bert import BertLMHeadModel
 
+from umt.checkpoints import Checkpoint
 from umt.models.config import MODEL_CONFIGS, ModelConfig
 from umt.models.text import TEXT_CONFIGS, TextConfig, TextEncoder
 from umt.models.vit import VideoViT
+from umt.qa_checkpoints import load_qa_weights, read_qa_checkpoint
 
 IGNORE_INDEX = -100
 """Label of positions left out of the language-model loss (pads), as ``F.cross_entropy`` expects."""
@@ -188,15 +193,29 @@ class VideoQAModel(nn.Module):
         return top_ids.gather(1, order), probs, first_logits
 
 
-def create_qa_model(config: str | QAConfig = "umt_b16") -> VideoQAModel:
-    """Build a video-QA model by name (``umt_b16``, ``umt_l16``) or from a ``QAConfig``; load weights with
-    ``umt.qa_checkpoints``.
+def create_qa_model(
+    config: str | QAConfig = "umt_b16",
+    checkpoint: str | Path | Mapping[str, Any] | Checkpoint | None = None,
+    *,
+    trust_pickle: bool = False,
+) -> VideoQAModel:
+    """Build a video-QA model (``umt_b16``, ``umt_l16`` or a ``QAConfig``) and load, strictly, an official QA
+    fine-tuned file or a stage-2 file (initialised the official way); what is dropped by design is logged.
+
+    Args:
+        config: a name of ``QA_CONFIGS`` or a config.
+        checkpoint: a file path, a loaded checkpoint object, or a ``Checkpoint`` from ``read_qa_checkpoint``.
+        trust_pickle: allow files that hold Python objects besides tensors (only for trusted sources).
 
     Raises:
-        KeyError: unknown name.
+        KeyError: unknown name. CheckpointError: unreadable file, another family, or keys/shapes that differ.
     """
     if isinstance(config, str):
         if config not in QA_CONFIGS:
             raise KeyError(f"unknown video-QA model {config!r}; known: {', '.join(sorted(QA_CONFIGS))}")
         config = QA_CONFIGS[config]
-    return VideoQAModel(config)
+    model = VideoQAModel(config)
+    if checkpoint is not None:
+        loaded = checkpoint if isinstance(checkpoint, Checkpoint) else read_qa_checkpoint(checkpoint, trust_pickle)
+        load_qa_weights(model, loaded)
+    return model
