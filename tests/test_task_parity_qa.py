@@ -8,9 +8,12 @@ import pytest
 import torch
 
 from conftest import REPO
+from umt.checkpoints import load_video_text_weights, read_video_text_checkpoint
 from umt.models.config import ModelConfig
+from umt.models.multiple_choice import multiple_choice_scores
 from umt.models.qa import QAConfig, VideoQAModel
 from umt.models.text import TextConfig
+from umt.models.video_text import VideoTextConfig, VideoTextModel
 from umt.qa_checkpoints import load_qa_weights, read_qa_checkpoint
 
 ATOL, RTOL = 1e-5, 1e-4
@@ -83,3 +86,17 @@ def test_qa_outputs(name: str) -> None:
 def test_qa_outputs_from_stage2(name: str) -> None:
     case = CASES[name]
     assert_outputs(run_qa(qa_model(case, case["stage2_state_dict"]), case["inputs"]), case["outputs_from_stage2"])
+
+
+@pytest.mark.parametrize("name", MC_CASES)
+def test_mc_outputs(name: str) -> None:
+    case = CASES[name]
+    c = case["config"]
+    model = VideoTextModel(VideoTextConfig(vision_config(c), text_config(c), embed_dim=c["proj_dim"]))
+    load_video_text_weights(model, read_video_text_checkpoint({"model": case["state_dict"]}))
+    inputs = case["inputs"]
+    with torch.no_grad():
+        out = multiple_choice_scores(model.eval(), inputs["video"].float(), inputs["option_ids"], inputs["option_mask"])
+    assert out.scores.shape == (inputs["video"].shape[0], c["num_options"])
+    assert set(case["outputs"]) == {"itc_probs", "itm_probs", "scores", "prediction"}
+    assert_outputs(vars(out), case["outputs"])
