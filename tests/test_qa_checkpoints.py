@@ -10,7 +10,10 @@ from test_task_parity_qa import CASES, QA_CASES, qa_model
 
 from conftest import REPO
 from umt.checkpoints import CheckpointError
-from umt.models.qa import QA_CONFIGS, VideoQAModel, create_qa_model
+from umt.models.config import ModelConfig
+from umt.models.qa import QA_CONFIGS, QAConfig, VideoQAModel, create_qa_model
+from umt.models.text import TextConfig
+from umt.models.video_text import VideoTextConfig, VideoTextModel
 from umt.qa_checkpoints import load_qa_weights, read_qa_checkpoint, stage2_fusion_layer, stage2_to_qa
 
 TASK_KEYS = REPO.parent / "shared" / "reference" / "official_task_keys.json"
@@ -97,3 +100,21 @@ def test_tied_decoder_must_match() -> None:
     state["text_decoder.cls.predictions.decoder.weight"] = state["text_decoder.cls.predictions.decoder.weight"] + 1
     with pytest.raises(CheckpointError, match="tied"):
         read_qa_checkpoint(state)
+
+
+def test_library_stage2_model_initialises_qa() -> None:
+    vision = ModelConfig(embed_dim=32, depth=1, num_heads=2, num_frames=2, img_size=32, final_norm=True,
+                         pos_embed="extend", num_classes=0)
+    text = TextConfig(vocab_size=40, hidden_size=32, num_layers=3, num_heads=2, intermediate_size=64,
+                      max_positions=16, fusion_layer=1, encoder_width=32)
+    stage2 = VideoTextModel(VideoTextConfig(vision, text, embed_dim=16))
+    qa = create_qa_model(QAConfig(vision, text), {"model": stage2.state_dict()})
+    layer = stage2.text_encoder.bert.encoder.layer
+    assert torch.equal(qa.text_decoder.bert.encoder.layer[1].output.dense.weight, layer[2].output.dense.weight)
+    assert torch.equal(qa.text_encoder.bert.encoder.layer[0].output.dense.weight, layer[0].output.dense.weight)
+    assert torch.equal(qa.text_decoder.cls.predictions.transform.dense.weight,
+                       stage2.text_encoder.cls.predictions.transform.dense.weight)
+    assert torch.equal(qa.text_decoder.cls.predictions.decoder.weight,
+                       stage2.text_encoder.bert.embeddings.word_embeddings.weight)
+    checkpoint = read_qa_checkpoint(stage2.state_dict())
+    assert any(k.startswith("vision_encoder.head.fc_norm.") for k in checkpoint.dropped)
