@@ -1,0 +1,20 @@
+"""AVA v2.2 spatio-temporal action detection: the official detector, its checkpoints and the frame-mAP evaluation."""
+
+from umt.detection.boxes import extend_boxes, jitter_boxes, sample_boxes
+from umt.detection.checkpoints import create_detector, load_detector_weights, read_detector_checkpoint
+from umt.detection.model import ActionDetector, Proposals, RoIHead, detection_loss, detection_scores, detector_config
+
+__all__ = [
+    "ActionDetector",
+    "Proposals",
+    "RoIHead",
+    "create_detector",
+    "detection_loss",
+    "detection_scores",
+    "detector_config",
+    "extend_boxes",
+    "jitter_boxes",
+    "load_detector_weights",
+    "read_detector_checkpoint",
+    "sample_boxes",
+]
