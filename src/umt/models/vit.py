@@ -117,6 +117,16 @@ class VideoViT(nn.Module):
         base_side = 224 // c.patch_size  # the official tables start from the 8 x 224px pre-training grid
         return interpolated_table(frames, c.grid, c.embed_dim, base_frames=8, base_grid=(base_side, base_side))
 
+    def position_table(self, grid: tuple[int, int, int]) -> Tensor:
+        """The position table ``[1, T*h*w, C]`` added to the tokens of an input of token grid ``(T, h, w)``: the
+        image table for one frame of a stage-2 encoder, the table resized to ``(h, w)`` with the ``online``
+        policy, else the model's table."""
+        if grid[0] == 1 and self.image_pos_embed is not None:
+            return self.image_pos_embed
+        if self.config.pos_embed == "online":
+            return resized_table(self.pos_embed[0], grid[0], grid[1:], grid[0], self.config.grid)[None]
+        return self.pos_embed
+
     def check_input(self, video: Tensor) -> None:
         """Raise ``ValueError`` unless ``video`` is ``[B, in_chans, T, img_size, img_size]`` with T the
         configured frames (or 1, an image, for stage-2 encoders); with the ``online`` table, any H and W that
@@ -150,10 +160,7 @@ class VideoViT(nn.Module):
         x = self.patch_embed(video)
         grid = (video.shape[2] // self.config.tubelet_size, video.shape[3] // self.config.patch_size,
                 video.shape[4] // self.config.patch_size)
-        table = self.image_pos_embed if video.shape[2] == 1 and self.image_pos_embed is not None else self.pos_embed
-        if self.config.pos_embed == "online":
-            table = resized_table(table[0], grid[0], grid[1:], grid[0], self.config.grid)[None]
-        x = x + table.to(dtype=x.dtype)
+        x = x + self.position_table(grid).to(dtype=x.dtype)
         batch, num_tokens, dim = x.shape
         if mask is not None:
             if mask.shape != (batch, num_tokens) or mask.dtype != torch.bool:
