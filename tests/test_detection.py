@@ -142,3 +142,12 @@ def test_wrong_files_fail_clearly(tmp_path: Path) -> None:
         umt.read_checkpoint(state)
     with pytest.raises(CheckpointError, match="embed_dim 1024"):
         create_detector("umt_l16", state, device="meta")
+
+
+def test_ava_class_names_are_shipped() -> None:
+    from umt.detection import ava_action_names
+
+    names = ava_action_names()
+    assert len(names) == 80 and names[0] == "bend/bow (at the waist)" and names[79] == "watch (a person)"
+    assert names[11] == "stand" and names[61] == "work on a computer"  # ids 12 and 62 of the AVA action list
+    assert len(set(names)) == 80

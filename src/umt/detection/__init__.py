@@ -4,13 +4,22 @@ from umt.detection.boxes import extend_boxes, jitter_boxes, sample_boxes
 from umt.detection.checkpoints import create_detector, load_detector_weights, read_detector_checkpoint
 from umt.detection.evaluation import evaluate_ava, read_labelmap
 from umt.detection.metric import AVAFrameMAP, official_box_coordinates
-from umt.detection.model import ActionDetector, Proposals, RoIHead, detection_loss, detection_scores, detector_config
+from umt.detection.model import (
+    ActionDetector,
+    Proposals,
+    RoIHead,
+    ava_action_names,
+    detection_loss,
+    detection_scores,
+    detector_config,
+)
 
 __all__ = [
     "AVAFrameMAP",
     "ActionDetector",
     "Proposals",
     "RoIHead",
+    "ava_action_names",
     "create_detector",
     "detection_loss",
     "detection_scores",

@@ -7,6 +7,7 @@ scale 1/16, sampling ratio 0, ``aligned=False``) on the person boxes -> max over
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 import torch
@@ -145,6 +146,12 @@ def detection_loss(logits: Tensor, labels: Tensor) -> Tensor:
 def detection_scores(logits: Tensor, box_scores: Tensor) -> Tensor:
     """Test scores ``[M, K]``: ``sigmoid(logits [M, K])`` times the person detector's ``box_scores [M]``."""
     return torch.sigmoid(logits) * box_scores[:, None].to(logits.dtype)
+
+
+def ava_action_names() -> list[str]:
+    """The 80 AVA v2.2 action names in id order (``names[i]`` is id ``i + 1``, head row ``i``), shipped in
+    ``umt/labels/ava.txt``."""
+    return resources.files("umt.labels").joinpath("ava.txt").read_text(encoding="utf-8").splitlines()
 
 
 def detector_config(name: str = "umt_b16", **overrides: Any) -> ModelConfig:
