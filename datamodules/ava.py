@@ -20,17 +20,19 @@ class AVADataModule(L.LightningDataModule):
     the label map, and the detections (``ava_val_predicted_boxes.csv``, or AlphAction's
     ``boxes/ava_val_det_person_bbox.json`` with ``annotations/ava_val_v2.2_min.json`` as ``images``).
 
-    Batches: see ``umt.data.ava.collate_detection``.
+    Batches: see ``umt.data.ava.collate_detection``. ``short_side`` / ``crop``: transform sizes (official 256 / 224).
     """
 
     def __init__(self, root: str | Path, batch_size: int = 8, val_batch_size: int = 1, num_workers: int = 4,
                  cut_clips: bool = False, detections: str = "ava_val_predicted_boxes.csv",
-                 images: str | None = None, labelmap: str = LABELMAP, min_score: float = DETECTION_SCORE) -> None:
+                 images: str | None = None, labelmap: str = LABELMAP, min_score: float = DETECTION_SCORE,
+                 short_side: int = 256, crop: int = 224) -> None:
         super().__init__()
         self.root = Path(root)
         self.batch_size, self.val_batch_size, self.num_workers = batch_size, val_batch_size, num_workers
         self.cut_clips, self.detections, self.images, self.min_score = cut_clips, detections, images, min_score
         self.labelmap_file = labelmap
+        self.sizes = {"short_side": short_side, "crop": crop}
         self.train_set: AVADataset | None = None
         self.val_set: AVADataset | None = None
 
@@ -54,10 +56,11 @@ class AVADataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit"):
             self.train_set = AVADataset(read_annotations(self.root / "ava_train_v2.2.csv"), self.movies, True,
-                                        self.cut_clips, self.root / "ava_train_excluded_timestamps_v2.2.csv")
+                                        self.cut_clips, self.root / "ava_train_excluded_timestamps_v2.2.csv",
+                                        **self.sizes)
         images = None if self.images is None else self.root / self.images
         self.val_set = AVADataset(read_detections(self.root / self.detections, self.min_score, images), self.movies,
-                                  False, self.cut_clips, self.val_exclusions)
+                                  False, self.cut_clips, self.val_exclusions, **self.sizes)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_set, self.batch_size, shuffle=True, num_workers=self.num_workers,

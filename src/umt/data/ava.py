@@ -249,13 +249,15 @@ class AVADataset(Dataset):
             AlphAction's ``clips/trainval`` folder of ``<video>/<t>.mp4``.
         train: training transform (random crop, jitter, flip) instead of the whole resized frame.
         exclusions: keyframes to leave out (the split's excluded timestamps CSV).
+        short_side, crop: frame sizes of the transform (official 256 and 224).
     """
 
     def __init__(self, keyframes: Sequence[Keyframe], movies: str | Path, train: bool, cut_clips: bool = False,
-                 exclusions: str | Path | None = None) -> None:
+                 exclusions: str | Path | None = None, short_side: int = 256, crop: int = 224) -> None:
         excluded = read_exclusions(exclusions)
         self.keyframes = [k for k in keyframes if k.key not in excluded]
         self.movies, self.train, self.cut_clips = Path(movies), train, cut_clips
+        self.short_side, self.crop = short_side, crop
 
     def __len__(self) -> int:
         return len(self.keyframes)
@@ -274,7 +276,7 @@ class AVADataset(Dataset):
         height, width = clip.shape[1:3]
         boxes = to_pixels(keyframe.boxes, width, height)
         keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # empty boxes dropped, as officially
-        video, boxes = ava_transform(clip, boxes[keep], self.train)
+        video, boxes = ava_transform(clip, boxes[keep], self.train, self.short_side, self.crop)
         return {"video": video, "boxes": boxes, "labels": keyframe.labels[keep], "box_scores": keyframe.scores[keep],
                 "size": torch.tensor(video.shape[:1:-1]), "video_size": torch.tensor([width, height]),
                 "index": index}
