@@ -75,8 +75,10 @@ class SyntheticAVADataModule(AVADataModule):
     """``AVADataModule`` on the synthetic AVA-format set (``umt.data.synthetic_ava``), generated into ``root``
     on first use."""
 
-    def __init__(self, root: str | Path, config: SyntheticAVAConfig | None = None, **options) -> None:
-        super().__init__(root, detections=DETECTIONS, **options)
+    def __init__(self, root: str | Path, config: SyntheticAVAConfig | None = None, batch_size: int = 8,
+                 val_batch_size: int = 1, num_workers: int = 4, short_side: int = 256, crop: int = 224) -> None:
+        super().__init__(root, batch_size, val_batch_size, num_workers, detections=DETECTIONS, short_side=short_side,
+                         crop=crop)
         self.config = config or SyntheticAVAConfig()
 
     def prepare_data(self) -> None:
