@@ -183,7 +183,7 @@ def _detect_family(state: dict[str, Tensor], origin: str) -> str:
         return "finetune"
     hint = ""
     if "patch_embed.proj.weight" in keys and "norm.weight" in keys:
-        hint = " This looks like an AVA detector (final norm, ROI head), which this loader does not map yet."
+        hint = " This looks like an AVA detector (final norm, ROI head): load it with umt.detection.create_detector."
     sample = ", ".join(sorted(keys)[:6])
     raise CheckpointError(f"{origin}: unrecognised layout (first keys: {sample}).{hint} Understood: {LAYOUTS}")
 
