@@ -37,7 +37,7 @@ def test_tiny_demo_writes_metrics_and_weights(tmp_path: Path, capsys: pytest.Cap
     assert "open_clip" in metrics["teacher"] and metrics["timings"]["total_s"] > 0
     assert metrics["classes"][:2] == ["moving left", "moving right"] and metrics["test_clips"] == 12
     assert format_table(metrics) in capsys.readouterr().out
-    teacher = create_teacher("clip_b16", out / "teacher_clip.pt", **TINY.teacher_options)  # loads strictly
+    teacher = create_teacher("clip_b16", out / "teacher_clip.pt", **TINY.teacher("").overrides())  # loads strictly
     assert teacher.config.width == 32
     student = read_checkpoint(out / "stage1_student.pt")
     assert student.family == "pretrain" and student.embed_dim == 32

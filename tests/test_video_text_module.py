@@ -175,7 +175,8 @@ def _loader() -> DataLoader:
 def test_a_head_with_every_loss_weight_zero_does_not_train(tmp_path: Path) -> None:
     """A video-text head whose VTC, VTM and MLM weights are all 0 but whose loss weight is not (old module: "every
     loss weight is 0: nothing to train") is rejected with that reason, not at the first backward pass."""
-    module = tiny_module(teacher=False, losses={"vtc": 0.0, "vtm": 0.0})
+    options = tiny_options(teacher=False, losses={"vtc": 0.0, "vtm": 0.0})
+    module = UMTModule(**(options | {"loss_weights": None}))  # the head's own weight left at 1
     with pytest.raises(ValueError, match="nothing to train"):
         _trainer(tmp_path, 1, enable_checkpointing=False).fit(module, train_dataloaders=_loader())
 
