@@ -15,7 +15,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from umt.data import samplers
 from umt.data.annotations import read_video_list
 from umt.data.dataset import ResumableRandomSampler, VideoClipDataset, collate_clips
-from umt.data.synthetic import SyntheticConfig, generate
+from umt.data.synthetic import SyntheticConfig, class_names, generate
 from umt.data.transforms import Transform, crop_view, eval_transform, pretrain_transform, train_transform
 
 Protocol = Literal["kinetics", "ssv2"]
@@ -209,6 +209,7 @@ class SyntheticDataModule(VideoListDataModule):
         super().__init__(root, num_classes=num_classes, num_frames=num_frames, img_size=img_size, flip=flip,
                          auto_augment=auto_augment, random_erasing=random_erasing, test_num_clips=test_num_clips,
                          test_num_crops=test_num_crops, seed=seed, **kwargs)
+        self.class_names = class_names(self.synthetic)
 
     def prepare_data(self) -> None:
         """Generate the dataset if ``root`` does not hold it yet."""

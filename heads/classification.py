@@ -20,6 +20,7 @@ from umt.data.transforms import VideoMixup
 from umt.heads.base import Batch, EncoderStep, EvalContext, Head, HeadContext, load_module_part
 from umt.models.config import HeadPool
 from umt.models.vit import EncoderOutput
+from umt.plots import write_classification_plots
 from umt.views import merge_views, write_predictions
 
 
@@ -66,13 +67,14 @@ class ClassificationHead(Head):
             ``k710_to_k400`` (first 400 rows).
         head_label_map: JSON list of the checkpoint rows to keep (the official ``label_mixto{600,700}.json``).
         predictions_file: ``.csv`` or ``.json`` path for the per-video test predictions (top 5), or None.
+        plot_dir: folder for the test's ``confusion_matrix.png`` and ``per_class_accuracy.png``, or None.
     """
 
     def __init__(self, context: HeadContext, num_classes: int | None = None, drop_rate: float = 0.0,
                  init_scale: float = 0.001, head_pool: HeadPool = "mean", norm_eps: float = 1e-6,
                  label_smoothing: float = 0.1, mixup: MixupConfig = MixupConfig(mixup_alpha=0.0, cutmix_alpha=0.0),
                  head_mode: HeadMode = "load", head_label_map: str | None = None,
-                 predictions_file: str | None = None) -> None:
+                 predictions_file: str | None = None, plot_dir: str | None = None) -> None:
         super().__init__(context)
         classes = context.data.num_classes if num_classes is None else num_classes
         if classes is None:
@@ -84,7 +86,7 @@ class ClassificationHead(Head):
         self.pool_frames = context.num_frames // context.tubelet_size if head_pool == "frames" else None
         self.label_smoothing = label_smoothing
         self.head_mode, self.head_label_map = head_mode, head_label_map
-        self.predictions_file = predictions_file
+        self.predictions_file, self.plot_dir = predictions_file, plot_dir
         self.fc_norm = nn.LayerNorm(context.embed_dim, eps=norm_eps)
         self.dropout = nn.Dropout(drop_rate)
         width = context.embed_dim * (self.pool_frames or 1)
@@ -161,6 +163,9 @@ class ClassificationHead(Head):
         metrics |= {"videos": float(len(merged.videos)), "views_per_video": merged.views.float().mean()}
         if self.predictions_file is not None and context.is_global_zero:
             write_predictions(self.predictions_file, merged, _video_names(context.datamodule))
+        if self.plot_dir is not None and context.is_global_zero:
+            write_classification_plots(merged.probabilities, merged.labels, self.plot_dir,
+                                       self.context.data.class_names)
         return metrics
 
     def predict(self, step: EncoderStep, batch: Batch) -> Tensor:

@@ -264,3 +264,23 @@ def test_resume_mid_epoch_reaches_the_same_weights(synthetic_root: Path, tmp_pat
         torch.testing.assert_close(actual, expected, msg=name)
     head = "heads.classification.fc.weight"
     assert not torch.equal(interrupted.state_dict()[head], straight.state_dict()[head])
+
+
+def test_test_run_draws_the_confusion_matrix(tmp_path: Path) -> None:
+    """``umt test --config recipes/demo/...`` style run on the synthetic data with ``--model.heads.plot_dir``:
+    both pictures are written and the per-class counts add up to the test videos."""
+    from PIL import Image
+
+    from umt.plots import write_classification_plots
+
+    probabilities = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    paths = write_classification_plots(probabilities, torch.tensor([0, 1, 1]), tmp_path / "plots", ["left", "right"])
+    assert [p.name for p in paths] == ["confusion_matrix.png", "per_class_accuracy.png"]
+    assert all(Image.open(p).size[0] > 50 for p in paths)
+    root = generate(tmp_path / "data", SyntheticConfig(num_classes=3, train_size=0, val_size=0, test_size=6),
+                    progress=False)
+    main(["test", "--config", str(RECIPES / "k400_b16_f8.yaml"), *cpu_run(root, tmp_path), *tiny_encoder(),
+          "--model.checkpoint", "null", "--data.class_path", "synthetic", "--data.init_args.num_classes", "3",
+          "--data.init_args.test_size", "6", "--data.init_args.train_size", "0", "--data.init_args.val_size", "0",
+          "--data.test_num_clips", "1", "--data.test_num_crops", "1", "--model.heads.plot_dir", str(tmp_path / "p")])
+    assert (tmp_path / "p" / "confusion_matrix.png").is_file() and (tmp_path / "p" / "per_class_accuracy.png").is_file()

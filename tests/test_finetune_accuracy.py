@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from functools import partial
 
@@ -64,9 +65,9 @@ class RenderedClips(Dataset):
 
 @pytest.fixture
 def one_thread() -> Iterator[None]:
-    """Single-threaded torch: faster on a shared 2-core machine, and deterministic."""
+    """Single-threaded torch (faster on a shared 2-core machine), or ``$UMT_TEST_THREADS`` threads."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(os.environ.get("UMT_TEST_THREADS", "1")))
     yield
     torch.set_num_threads(threads)
 

@@ -57,7 +57,7 @@ def resolve_arguments(args: list[str]) -> list[str]:
         elif arg.startswith("--config="):
             value, position = arg.split("=", 1)[1], position + 1
         else:
-            out.append(arg)
+            out.append(_resolved_option(arg, args[position - 1] if position else ""))
             position += 1
             continue
         path = Path(value)
@@ -69,6 +69,16 @@ def resolve_arguments(args: list[str]) -> list[str]:
                     value = yaml.safe_dump(config, sort_keys=False)
         out += ["--config", value]
     return out
+
+
+def _resolved_option(arg: str, previous: str) -> str:
+    """A data-module plugin name given as the value of ``--data.class_path`` (or ``--data``) as its class path."""
+    if previous in ("--data.class_path", "--data") and "." not in arg and not arg.startswith("-"):
+        return resolve_class_paths({"class_path": arg}, "datamodules")[0]["class_path"]
+    for option in ("--data.class_path=", "--data="):
+        if arg.startswith(option) and "." not in arg[len(option):]:
+            return option + resolve_class_paths({"class_path": arg[len(option):]}, "datamodules")[0]["class_path"]
+    return arg
 
 
 class UMTCLI(LightningCLI):
