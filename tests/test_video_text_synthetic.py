@@ -11,6 +11,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from PIL import Image
 from vt_helpers import TEXT, CaptionedDataModule, synthetic_captions, tiny_module
 
 from umt.cli import main
@@ -52,7 +53,8 @@ def search(query: str, folder: Path, checkpoint: Path, cache: Path, capsys: pyte
     """Run ``umt search``; returns its header line and the ranked file names."""
     main(["search", query, "--videos", str(folder), "--checkpoint", str(checkpoint), "--cache", str(cache), *options])
     lines = capsys.readouterr().out.splitlines()
-    return lines[0], [Path(re.match(r"\s+\d+\. (\S+)", line).group(1)).name for line in lines[1:]]
+    ranked = [match.group(1) for line in lines[1:] if (match := re.match(r"\s+\d+\. (\S+)", line))]
+    return lines[0], [Path(path).name for path in ranked]
 
 
 def check_search(root: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -71,8 +73,11 @@ def check_search(root: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.Ca
         hits += ranked[0] == Path(item["video"]).name
     assert hits >= 2, f"{hits} of 3 captions found their video first"
     (folder / Path(targets[0]["video"]).name).touch()  # a changed file is encoded again
-    header, ranked = search(targets[0]["caption"], folder, checkpoint, cache, capsys, "--rerank")
+    grid = tmp_path / "grids" / "grid.png"
+    header, ranked = search(targets[0]["caption"], folder, checkpoint, cache, capsys, "--rerank", "--save_grid",
+                            str(grid))
     assert "(1 encoded, 2 from the cache)" in header and len(ranked) == 3
+    assert Image.open(grid).height > 3 * 96  # a contact sheet row (thumbnails 96 px high) per result
 
 
 def run_protocol(tmp_path: Path, capsys: pytest.CaptureFixture[str], losses: dict[str, float], text: dict,

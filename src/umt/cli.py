@@ -246,7 +246,8 @@ def synth(out: Path, num_classes: int = 6, train_size: int = 240, val_size: int 
 
 
 def search(query: str, videos: Path | None = None, checkpoint: Path | None = None, tokenizer: str | None = None,
-           top: int = 5, rerank: bool = False, cache: Path | None = None, trust_pickle: bool = False) -> None:
+           top: int = 5, rerank: bool = False, cache: Path | None = None, save_grid: Path | None = None,
+           trust_pickle: bool = False) -> None:
     """Text-to-video search: rank the videos of a folder for a text query with a stage-2 model.
 
     Media features are cached on disk per file (path, mtime) and checkpoint, so a second query only encodes the text.
@@ -260,6 +261,7 @@ def search(query: str, videos: Path | None = None, checkpoint: Path | None = Non
         top: results printed.
         rerank: re-order the ``top`` results by the ITM match logit (slower, usually better).
         cache: feature cache folder (default ``~/.cache/umt/search``).
+        save_grid: write a PNG contact sheet of the results (a few frames each, the query and the scores).
         trust_pickle: allow official files holding Python objects besides tensors (trusted sources only).
     """
     from umt.models.video_text import load_video_text_model
@@ -283,6 +285,10 @@ def search(query: str, videos: Path | None = None, checkpoint: Path | None = Non
     for rank, hit in enumerate(hits, 1):
         itm = "" if hit.itm is None else f"  itm={hit.itm:.3f}"
         print(f"  {rank}. {hit.path}  itc={hit.itc:.4f}{itm}")
+    if save_grid is not None:
+        from umt.contact_sheet import save_contact_sheet
+
+        print(f"wrote {save_contact_sheet(hits, query, save_grid)}")
 
 
 def _synthetic_clip(num_frames: int, size: int = 256) -> torch.Tensor:
