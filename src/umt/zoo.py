@@ -200,6 +200,8 @@ def resolve(name: str | Path | ZooEntry, *, cache_dir: str | Path | None = None,
     """
     if isinstance(name, (str, Path)) and Path(name).is_file():
         return Path(name)
+    if isinstance(name, Path) or (isinstance(name, str) and "/" in name):
+        raise ZooError(f"{name}: no such file (and a path is not a zoo name)")
     entry = name if isinstance(name, ZooEntry) else get(str(name))
     if entry.file is None:
         raise ZooError(f"{entry.name}: no file was released ({entry.notes}); the reported {entry.metric} "
@@ -279,8 +281,8 @@ def fetch(model: str | None, pretrained: bool | str | Path, families: tuple[str,
         if model is None:
             raise ZooError("pretrained=True needs a named model (umt_b16, umt_l16); pass pretrained=NAME")
         entry = default_entry(model, families)
-    elif Path(pretrained).is_file():
-        return Path(pretrained), {}
+    elif isinstance(pretrained, Path) or Path(pretrained).is_file() or "/" in pretrained:
+        return resolve(pretrained), {}
     else:
         entry = get(str(pretrained))
     if model is not None and entry.model != model:
