@@ -7,15 +7,16 @@ Official checkpoints name these heads ``clip_decoder``; the mapping to this modu
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from umt.checkpoints import CheckpointError
+from umt.checkpoints import CheckpointError, CheckpointParts
+from umt.heads.base import Batch, EncoderStep, Head, HeadContext, Requirements, load_module_part
+from umt.losses import uta_loss
 from umt.models.pos_embed import sinusoid_table
-from umt.models.vit import EncoderOutput
 
 _OFFICIAL_PREFIXES = ("vision_encoder.clip_decoder.", "clip_decoder.")
 
@@ -40,52 +41,77 @@ class LayerHead(nn.Module):
         return self.norm(self.head(x))
 
 
-class AlignmentHead(nn.Module):
-    """K heads aligning the K recorded student layers with the teacher's K last layers.
+class AlignmentHead(Head):
+    """Unmasked-token alignment (UTA): K heads align the student's K recorded layers with the teacher's K last
+    layers at the visible positions, loss ``mean(2 - 2 cos)`` (SPEC.md §1.4, §3.5).
 
-    Each recorded layer (already through the encoder's final norm) gets the fixed sinusoid table
-    ``sinusoid_table(num_positions, C)`` added at its visible positions, then its own ``LayerHead``;
-    stage 1 L2-normalises the result here (``normalize=True``, LN eps 1e-6), stage 2 leaves that to the
-    loss (``normalize=False``, LN eps 1e-5).
+    Each recorded layer (already through the encoder's final norm) gets the fixed sinusoid table of the training
+    videos' positions added at its visible positions (images use the first h*w rows), then its own
+    ``LayerNorm(Linear(x))``. Stage 1 L2-normalises the result (LN eps 1e-6), stage 2 leaves that to the loss
+    (``normalize=False``, LN eps 1e-5).
 
     Args:
-        embed_dim: student width C.
-        out_dim: teacher feature width D (CLIP projection: 512 for B/16, 768 for L/14).
-        num_positions: token positions T*h*w of the videos (T in tubelets); images (T = 1) use the first
-            h*w rows, which are the one-frame table.
-        num_layers: K.
+        context: what the module knows (encoder width and depth, the teacher's width and K).
+        num_layers: K (None: the teacher's number of returned layers).
+        interval: blocks between the recorded student layers.
         norm_eps: LayerNorm epsilon of the heads.
-        normalize: L2-normalise the outputs over D.
+        normalize: L2-normalise the outputs.
     """
 
-    def __init__(self, embed_dim: int, out_dim: int, num_positions: int, num_layers: int = 6,
+    def __init__(self, context: HeadContext, num_layers: int | None = None, interval: int = 1,
                  norm_eps: float = 1e-6, normalize: bool = True) -> None:
-        super().__init__()
+        super().__init__(context)
+        if context.teacher_dim is None:
+            raise ValueError("the alignment head needs a teacher: set model.teacher")
+        count = num_layers or context.teacher_layers or 6
+        if context.teacher_layers is not None and count != context.teacher_layers:
+            raise ValueError(f"{count} alignment layers but the teacher returns {context.teacher_layers}: set "
+                             "teacher.return_layers to match")
+        self.layers = alignment_layers(context.depth, count, interval)
         self.normalize = normalize
-        self.heads = nn.ModuleList(LayerHead(embed_dim, out_dim, norm_eps) for _ in range(num_layers))
-        self.register_buffer("pos_embed", sinusoid_table(num_positions, embed_dim), persistent=False)
+        self.heads = nn.ModuleList(LayerHead(context.embed_dim, context.teacher_dim, norm_eps) for _ in range(count))
+        self.register_buffer("pos_embed", sinusoid_table(context.num_tokens, context.embed_dim), persistent=False)
         self.apply(_init_weights)
 
-    def forward(self, out: EncoderOutput, mask: Tensor | None = None) -> Tensor:
-        """Align ``out.layers`` (K tensors ``[B, N_vis, C]``) given the encoder's ``mask`` (bool ``[B, N]``,
-        True = masked, N = T*h*w of ``out.grid``; None = all tokens) -> ``[K, B, N_vis, D]``."""
-        if len(out.layers) != len(self.heads):
-            raise ValueError(f"expected {len(self.heads)} recorded layers, got {len(out.layers)}; pass "
-                             f"return_layers=alignment_layers(depth, {len(self.heads)}) to the encoder")
-        frames, h, w = out.grid
+    def requirements(self) -> Requirements:
+        return Requirements(layers=tuple(self.layers), teacher=True)
+
+    def align(self, layers: Sequence[Tensor], grid: tuple[int, int, int], mask: Tensor | None = None) -> Tensor:
+        """Align K recorded layers ``[B, N_vis, C]`` of a ``grid`` input given the encoder's ``mask`` (bool
+        ``[B, N]``, True = masked, N = T*h*w; None = all tokens) -> ``[K, B, N_vis, D]``."""
+        if len(layers) != len(self.heads):
+            raise ValueError(f"expected {len(self.heads)} recorded layers, got {len(layers)}")
+        frames, h, w = grid
         num_tokens = frames * h * w
         if num_tokens > self.pos_embed.shape[0]:
             raise ValueError(f"{num_tokens} token positions exceed the head's table of {self.pos_embed.shape[0]}")
-        batch, visible, dim = out.layers[0].shape
-        table = self.pos_embed[:num_tokens].to(out.layers[0].dtype).expand(batch, num_tokens, dim)
+        batch, visible, dim = layers[0].shape
+        table = self.pos_embed[:num_tokens].to(layers[0].dtype).expand(batch, num_tokens, dim)
         if mask is not None:
             if mask.shape != (batch, num_tokens) or mask.dtype != torch.bool:
                 raise ValueError(f"mask must be bool [{batch}, {num_tokens}], got {mask.dtype} {list(mask.shape)}")
             table = table[~mask].reshape(batch, -1, dim)
         if table.shape[1] != visible:
             raise ValueError(f"the layers hold {visible} tokens but the mask keeps {table.shape[1]}")
-        aligned = torch.stack([head(layer + table) for head, layer in zip(self.heads, out.layers, strict=True)])
+        aligned = torch.stack([head(layer + table) for head, layer in zip(self.heads, layers, strict=True)])
         return F.normalize(aligned, dim=-1) if self.normalize else aligned
+
+    def losses(self, step: EncoderStep, batch: Batch) -> dict[str, Tensor]:
+        if step.targets is None:
+            raise ValueError("the alignment head needs the teacher's targets")
+        aligned = self.align([step.layers[i] for i in self.layers], step.output.grid, step.mask)
+        return {"uta": uta_loss(aligned, step.targets)}
+
+    def load_state(self, parts: CheckpointParts) -> tuple[set[str], list[str]]:
+        """The official ``[vision_encoder.]clip_decoder.*`` heads of a stage-1 / stage-2 file, or this head of a
+        module checkpoint; fresh otherwise."""
+        module = load_module_part(self, parts, self.name)
+        if module is not None:
+            return module
+        if not any(k.startswith(_OFFICIAL_PREFIXES) for k in parts.raw):
+            return set(), list(self.state_dict())
+        self.load_state_dict(alignment_state_from_official(parts.raw), strict=True)
+        return set(), []
 
 
 def alignment_state_from_official(state: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -11,6 +11,7 @@ import umt
 from conftest import KEYS_MANIFEST, TINY, load_reference
 from umt.checkpoints import CheckpointError
 from umt.heads.alignment import AlignmentHead, alignment_layers, alignment_state_from_official
+from umt.heads.base import HeadContext
 from umt.losses import uta_loss
 from umt.masking import random_mask
 from umt.models.pos_embed import sinusoid_table
@@ -18,6 +19,13 @@ from umt.models.pos_embed import sinusoid_table
 ATOL, RTOL = 1e-5, 1e-4
 CASES = load_reference()
 STUDENT_CASES = [pytest.param(name, id=name) for name, case in CASES.items() if case["kind"] == "pretrain_student"]
+
+
+def make_head(config: umt.ModelConfig, out_dim: int, num_layers: int = 6, **options) -> AlignmentHead:
+    """An alignment head over an encoder of ``config`` with a teacher of width ``out_dim``."""
+    context = HeadContext("alignment", config.embed_dim, config.depth, config.num_frames, config.tubelet_size,
+                          config.grid, teacher_dim=out_dim)
+    return AlignmentHead(context, num_layers=num_layers, **options)
 
 
 def test_reference_has_student_cases() -> None:
@@ -34,13 +42,12 @@ def test_pretrain_student_parity(name: str) -> None:
                              pos_embed="extend", num_classes=0).eval()
     model.encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in state.items()
                                    if k.startswith("encoder.")}, strict=True)
-    head = AlignmentHead(config["embed_dim"], config["align_dim"], model.config.num_tokens,
-                         num_layers=config["align_layers"], norm_eps=1e-6, normalize=True).eval()
+    head = make_head(model.config, config["align_dim"], config["align_layers"], norm_eps=1e-6, normalize=True).eval()
     head.load_state_dict(alignment_state_from_official(state), strict=True)
     layers = alignment_layers(config["depth"], config["align_layers"])
     with torch.no_grad():
         out = model.encoder(inputs["video"].float(), mask=inputs["mask"], return_layers=layers)
-        aligned = head(out, inputs["mask"])
+        aligned = head.align(out.layers, out.grid, inputs["mask"])
     expected = case["outputs"]["aligned"]
     assert aligned.shape == expected.shape
     torch.testing.assert_close(aligned, expected, atol=ATOL, rtol=RTOL)
@@ -61,7 +68,7 @@ def test_official_key_mapping(manifest: str, prefix: str) -> None:
     shapes = json.loads(KEYS_MANIFEST.read_text())[manifest]
     state = {prefix + key: torch.empty(shape, device="meta") for key, shape in shapes.items()}
     width, out_dim = shapes["clip_decoder.0.head.weight"][::-1]
-    head = AlignmentHead(width, out_dim, num_positions=1568)
+    head = make_head(umt.ModelConfig(embed_dim=width, depth=12, num_heads=width // 64), out_dim)
     mapped = alignment_state_from_official(state)
     assert {k: list(v.shape) for k, v in mapped.items()} == {k: list(v.shape) for k, v in head.state_dict().items()}
     assert mapped["heads.5.norm.bias"] is state[prefix + "clip_decoder.5.norm.bias"]
@@ -79,12 +86,12 @@ def _tiny_encoder() -> umt.VideoViT:
 def test_head_on_image() -> None:
     """Images (T = 1) get the one-frame table at their visible positions; the output is unit-norm."""
     encoder = _tiny_encoder()
-    head = AlignmentHead(TINY["embed_dim"], 8, encoder.config.num_tokens, num_layers=2)
+    head = make_head(encoder.config, 8, num_layers=2)
     image = torch.randn(2, 3, 1, 64, 64, generator=torch.Generator().manual_seed(0))
     mask = random_mask(2, 16, 0.5, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         out = encoder(image, mask=mask, return_layers=alignment_layers(TINY["depth"], 2))
-        aligned = head(out, mask)
+        aligned = head.align(out.layers, out.grid, mask)
         table = sinusoid_table(16, TINY["embed_dim"]).expand(2, -1, -1)[~mask].reshape(2, 8, -1)
         expected = torch.nn.functional.normalize(head.heads[1](out.layers[1] + table), dim=-1)
     assert aligned.shape == (2, 2, 8, 8)
@@ -95,8 +102,7 @@ def test_head_on_image() -> None:
 def test_head_stage2_options_and_init() -> None:
     """``normalize=False`` returns the LayerNorm output (stage 2); init is xavier / zero bias / LN 1-0."""
     encoder = _tiny_encoder()
-    head = AlignmentHead(TINY["embed_dim"], 8, encoder.config.num_tokens, num_layers=2, norm_eps=1e-5,
-                         normalize=False)
+    head = make_head(encoder.config, 8, num_layers=2, norm_eps=1e-5, normalize=False)
     assert head.heads[0].norm.eps == 1e-5 and not head.state_dict().keys() & {"pos_embed"}
     assert head.heads[0].head.bias.eq(0).all() and head.heads[0].norm.weight.eq(1).all()
     bound = (6 / (TINY["embed_dim"] + 8)) ** 0.5
@@ -104,13 +110,15 @@ def test_head_stage2_options_and_init() -> None:
     video = torch.randn(2, 3, 4, 64, 64)
     with torch.no_grad():
         out = encoder(video, return_layers=alignment_layers(TINY["depth"], 2))
-        aligned = head(out)
+        aligned = head.align(out.layers, out.grid)
     assert aligned.shape == (2, 2, 64, 8)
     torch.testing.assert_close(aligned.mean(-1), torch.zeros(2, 2, 64), atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="recorded layers"):
-        head(encoder(video, return_layers=[1]))
+        head.align(encoder(video, return_layers=[1]).layers, out.grid)
     with pytest.raises(ValueError, match="mask must be bool"):
-        head(out, torch.zeros(2, 16, dtype=torch.bool))
+        head.align(out.layers, out.grid, torch.zeros(2, 16, dtype=torch.bool))
+    with pytest.raises(ValueError, match="needs a teacher"):
+        AlignmentHead(HeadContext.from_config(encoder.config))
 
 
 def test_uta_loss_values_and_gradient() -> None:

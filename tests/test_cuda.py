@@ -9,11 +9,15 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from conftest import TINY
+from umt.heads.alignment import AlignmentHead
+from umt.heads.base import DataInfo
 from umt.models.teacher import create_teacher
-from umt.module import UMTPretrainModule
+from umt.module import UMTModule
+from umt.options import EncoderConfig, OptimizerConfig, TeacherSpec
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
+SIZES = {k: v for k, v in TINY.items() if k != "num_classes"}
 TEACHER = {"width": 64, "layers": 2, "heads": 2, "output_dim": 32, "patch_size": 8, "image_size": 32,
            "return_layers": 2}
 
@@ -34,9 +38,10 @@ def test_teacher_autocast_matches_fp32(dtype: torch.dtype) -> None:
 
 def test_pretrain_bf16_on_gpu_loss_falls() -> None:
     torch.manual_seed(0)
-    module = UMTPretrainModule(model="umt_b16", model_options={**TINY, "img_size": 32, "patch_size": 8},
-                               teacher="clip_b16", teacher_options=TEACHER, align_layers=2, base_lr=0.5,
-                               min_lr=0.0, warmup_epochs=0, batch_size=4)
+    module = UMTModule([AlignmentHead], encoder=EncoderConfig(**{**SIZES, "img_size": 32, "patch_size": 8},
+                                                              final_norm=True, pos_embed="extend", init="xavier"),
+                       teacher=TeacherSpec(**TEACHER), optimizer=OptimizerConfig(lr=0.5, min_lr=0.0, warmup_epochs=0),
+                       data_info=DataInfo(clips_per_step=4))
     videos = torch.randn(4, 3, 4, 32, 32)
     data = DataLoader([{"video": v} for v in videos] * 10, batch_size=4)
     losses: list[float] = []

@@ -37,11 +37,11 @@ def test_tiny_demo_writes_metrics_and_weights(tmp_path: Path, capsys: pytest.Cap
     assert "open_clip" in metrics["teacher"] and metrics["timings"]["total_s"] > 0
     assert metrics["classes"][:2] == ["moving left", "moving right"] and metrics["test_clips"] == 12
     assert format_table(metrics) in capsys.readouterr().out
-    teacher = create_teacher("clip_b16", out / "teacher_clip.pt", **TINY.teacher_options)  # loads strictly
+    teacher = create_teacher("clip_b16", out / "teacher_clip.pt", **TINY.teacher("").overrides())  # loads strictly
     assert teacher.config.width == 32
     student = read_checkpoint(out / "stage1_student.pt")
     assert student.family == "pretrain" and student.embed_dim == 32
-    main(["predict", str(out / "data" / "videos" / "test" / "test_00000.mp4"), "--checkpoint",
+    main(["classify", "--video", str(out / "data" / "videos" / "test" / "test_00000.mp4"), "--checkpoint",
           str(out / "classifier.pt"), "--save_attention", str(tmp_path / "attention.png")])
     printed = capsys.readouterr().out
     assert sum(name in printed for name in metrics["classes"]) == 5  # top 5 of the stored class names

@@ -4,6 +4,7 @@ official-format checkpoint with a recipe, the head policies and the lr of every 
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -17,11 +18,22 @@ from conftest import write_official_classifier
 from umt.cli import main
 from umt.data.synthetic import SyntheticConfig, generate
 from umt.datamodules.video_list import Kinetics400DataModule
-from umt.finetune import ClassificationModule, build_classifier
+from umt.heads.base import DataInfo
+from umt.heads.classification import ClassificationHead, MixupConfig
+from umt.module import UMTModule
+from umt.options import EncoderConfig, OptimizerConfig
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes" / "finetune"
 TINY = {"embed_dim": 32, "depth": 2, "num_heads": 2, "num_frames": 4, "img_size": 32}
+
+
+def tiny_module(classes: int = 400, checkpoint: Path | None = None, drop_path: float = 0.0,
+                **head: object) -> UMTModule:
+    """A classification ``UMTModule`` of the ``TINY`` encoder."""
+    return UMTModule([partial(ClassificationHead, **head)], encoder=EncoderConfig(**TINY, drop_path_rate=drop_path),
+                     checkpoint=None if checkpoint is None else str(checkpoint),
+                     data_info=DataInfo(num_classes=classes))
 
 # SPEC.md §2.5: data module, classes, model, frames, size, init file, per-GPU batch, num_sample, epochs, warm-up,
 # lr, layer decay, drop path, weight decay, checkpointed blocks, test clips x crops
@@ -63,19 +75,21 @@ def test_recipe_shows_the_official_values(recipe: str, capsys: pytest.CaptureFix
     with pytest.raises(SystemExit):
         main(["fit", "--config", str(RECIPES / f"{recipe}.yaml"), "--print_config"])
     config = yaml.safe_load(capsys.readouterr().out)
-    model, data, trainer = config["model"]["init_args"], config["data"]["init_args"], config["trainer"]
-    assert config["model"]["class_path"] == "umt.finetune.ClassificationModule"
+    model, data, trainer = config["model"], config["data"]["init_args"], config["trainer"]
     assert config["data"]["class_path"] == f"umt.datamodules.video_list.{data_class}DataModule"
-    assert model["model"] == f"umt_{size}" and Path(model["checkpoint"]).name == f"{init}.pth"
-    assert model["head_mode"] == HEAD_MODES[recipe.split("_")[0]]
-    options = model["model_options"]
-    assert (options["num_classes"], options["num_frames"], options["img_size"]) == (classes, frames, img)
-    assert (options["drop_path_rate"], options["checkpoint_blocks"]) == (drop_path, checkpointed)
-    assert (model["base_lr"], model["min_lr"], model["warmup_lr"]) == (lr, 1e-6, 1e-6)
-    assert (model["warmup_epochs"], model["weight_decay"], model["layer_decay"]) == (warmup, weight_decay, layer_decay)
-    assert (model["betas"], model["eps"]) == ([0.9, 0.999], 1e-8)
-    mixing = (model["mixup_alpha"], model["cutmix_alpha"], model["mixup_prob"], model["mixup_switch_prob"])
-    assert mixing == (0.8, 1.0, 1.0, 0.5) and model["label_smoothing"] == 0.1
+    (head,) = model["heads"]
+    assert head["class_path"] == "umt.heads.classification.ClassificationHead"
+    encoder, optimizer, head = model["encoder"], model["optimizer"], head["init_args"]
+    assert encoder["size"] == f"umt_{size}" and Path(model["checkpoint"]).name == f"{init}.pth"
+    assert head["head_mode"] == HEAD_MODES[recipe.split("_")[0]] and head["num_classes"] is None  # the data's
+    assert (encoder["num_frames"], encoder["img_size"]) == (frames, img)
+    assert (encoder["drop_path_rate"], encoder["checkpoint_blocks"]) == (drop_path, checkpointed)
+    assert (optimizer["lr"], optimizer["min_lr"], optimizer["warmup_lr"]) == (lr, 1e-6, 1e-6)
+    assert (optimizer["warmup_epochs"], optimizer["weight_decay"], optimizer["layer_decay"]) == (
+        warmup, weight_decay, layer_decay)
+    assert (optimizer["betas"], optimizer["eps"], optimizer["batch_scaled"]) == ([0.9, 0.999], 1e-8, True)
+    assert head["mixup"] == {"mixup_alpha": 0.8, "cutmix_alpha": 1.0, "prob": 1.0, "switch_prob": 0.5}
+    assert head["label_smoothing"] == 0.1
     assert (data["num_frames"], data["img_size"], data["batch_size"], data["num_sample"]) == (
         frames, img, batch, num_sample)
     assert (data["test_num_clips"], data["test_num_crops"]) == (clips, crops)
@@ -119,23 +133,30 @@ def test_short_run_of_each_recipe_family(recipe: str, init: str, synthetic_root:
     classes = OFFICIAL[recipe][1]
     checkpoint = write_stage1(tmp_path / "init.pth") if init == "stage1" else write_official_classifier(
         tmp_path / "init.pth", num_classes=710 if init == "k710" else 400, **TINY)
-    options = json.dumps(TINY | {"num_classes": classes, "checkpoint_blocks": 1, "drop_path_rate": 0.1})
-    config = ["--config", str(RECIPES / f"{recipe}.yaml"), *cpu_run(synthetic_root, tmp_path),
-              "--model.checkpoint", str(checkpoint), "--model.model_options", options,
-              "--model.predictions_file", str(tmp_path / "predictions.json")]
+    config = ["--config", str(RECIPES / f"{recipe}.yaml"), *cpu_run(synthetic_root, tmp_path), *tiny_encoder(),
+              "--model.encoder.checkpoint_blocks", "1", "--model.encoder.drop_path_rate", "0.1",
+              "--model.checkpoint", str(checkpoint), "--model.heads.predictions_file",
+              str(tmp_path / "predictions.json")]
     main(["fit", *config, "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1"])
     (trained,) = tmp_path.rglob("last*.ckpt")
     saved = torch.load(trained, weights_only=False)
-    assert saved["global_step"] == 2 and "val/top1" in json.dumps(saved["callbacks"], default=str)
+    assert saved["global_step"] == 2 and "val/classification/top1" in json.dumps(saved["callbacks"], default=str)
+    assert saved["umt_heads"]["classification"]["class_path"] == "umt.heads.classification.ClassificationHead"
     main(["test", *config, "--ckpt_path", str(trained)])
     rows = json.loads((tmp_path / "predictions.json").read_text())
-    _, _, _, _, _, _, _, _, _, _, _, _, _, _, _, clips, crops = OFFICIAL[recipe]
+    clips, crops = OFFICIAL[recipe][-2:]
     assert len(rows) == 5 and {row["views"] for row in rows} == {clips * crops}
     assert all(len(row["classes"]) == 5 and sum(row["probabilities"]) <= 1.0 + 1e-5 for row in rows)
+    assert saved["state_dict"]["heads.classification.fc.weight"].shape[0] == classes
     if init == "k710":  # the K710 head's first 400 rows became the K400 head before training
-        model = build_classifier("umt_l16", checkpoint, "k710_to_k400", **TINY, num_classes=400)
+        module = tiny_module(400, checkpoint, head_mode="k710_to_k400")
         source = torch.load(checkpoint, weights_only=True)["model"]["head.weight"]
-        torch.testing.assert_close(model.head.fc.weight, source[:400])
+        torch.testing.assert_close(module.heads["classification"].fc.weight, source[:400])
+
+
+def tiny_encoder(**sizes: int) -> list[str]:
+    """``--model.encoder.*`` options of the ``TINY`` encoder (``sizes`` override)."""
+    return [arg for key, value in (TINY | sizes).items() for arg in (f"--model.encoder.{key}", str(value))]
 
 
 def test_recipe_evaluates_an_official_16_frame_checkpoint(synthetic_root: Path, tmp_path: Path) -> None:
@@ -150,9 +171,8 @@ def test_recipe_evaluates_an_official_16_frame_checkpoint(synthetic_root: Path, 
     predictions = tmp_path / "predictions.json"
     main(["test", "--config", str(RECIPES / "k400_l16_f16.yaml"), *cpu_run(synthetic_root, tmp_path),
           "--data.num_frames", "16", "--data.img_size", "64", "--model.checkpoint", str(official),
-          "--model.model_options", json.dumps({k: sizes[k] for k in ("embed_dim", "depth", "num_heads")}
-                                               | {"num_frames": 16, "img_size": 64, "num_classes": 400}),
-          "--model.predictions_file", str(predictions)])
+          *tiny_encoder(num_frames=16, img_size=64, checkpoint_blocks=0), "--model.heads.predictions_file",
+          str(predictions)])
     rows = json.loads(predictions.read_text())
     model = umt.create_model("umt_l16", official, embed_dim=32, depth=2, num_heads=2, num_frames=16,
                              img_size=64).eval()
@@ -170,24 +190,28 @@ def test_recipe_evaluates_an_official_16_frame_checkpoint(synthetic_root: Path, 
 def test_head_policy(tmp_path: Path) -> None:
     k710 = write_official_classifier(tmp_path / "k710.pth", num_classes=710, **TINY)
     source = torch.load(k710, weights_only=True)["model"]["head.weight"]
-    assert build_classifier("umt_b16", k710, **TINY).config.num_classes == 710  # the file's head, as it is
-    fitting = build_classifier("umt_b16", k710, "reset", **TINY, num_classes=710)
-    torch.testing.assert_close(fitting.head.fc.weight, source)  # a head that fits is loaded whatever the mode
+    fitting = tiny_module(710, k710, head_mode="reset").heads["classification"]
+    torch.testing.assert_close(fitting.fc.weight, source)  # a head that fits is loaded whatever the mode
     rows = [5, 0, 709]
     (tmp_path / "map.json").write_text(json.dumps(rows))
-    mapped = build_classifier("umt_b16", k710, head_label_map=tmp_path / "map.json", **TINY, num_classes=3)
-    torch.testing.assert_close(mapped.head.fc.weight, source[rows])
-    fresh = build_classifier("umt_b16", k710, "reset", **TINY, num_classes=339)
-    assert fresh.head.fc.weight.shape == (339, 32)
+    mapped = tiny_module(3, k710, head_label_map=str(tmp_path / "map.json")).heads["classification"]
+    torch.testing.assert_close(mapped.fc.weight, source[rows])
+    fresh = tiny_module(339, k710, head_mode="reset").heads["classification"]
+    assert fresh.fc.weight.shape == (339, 32)  # fresh rows; the file's fc_norm still loaded
+    torch.testing.assert_close(fresh.fc_norm.weight, torch.load(k710, weights_only=True)["model"]["fc_norm.weight"])
     with pytest.raises(umt.CheckpointError, match="head_mode"):
-        build_classifier("umt_b16", k710, **TINY, num_classes=600)
+        tiny_module(600, k710)
+    with pytest.raises(ValueError, match="the data has 400 classes, the head 600"):
+        tiny_module(400, num_classes=600)
 
 
 def test_lr_of_every_group_is_scaled_by_batch_and_repeated_clips(synthetic_root: Path, tmp_path: Path) -> None:
     data = Kinetics400DataModule(synthetic_root, num_frames=4, img_size=32, batch_size=2, num_sample=2,
                                  num_workers=0, val_list=None, auto_augment=None)
-    module = ClassificationModule(model_options=TINY | {"num_classes": 400}, base_lr=0.128, warmup_lr=0.0128,
-                                  min_lr=0.00128, warmup_epochs=1, layer_decay=0.5)
+    module = UMTModule([ClassificationHead], encoder=EncoderConfig(**TINY, drop_path_rate=0.0),
+                       optimizer=OptimizerConfig(lr=0.128, warmup_lr=0.0128, min_lr=0.00128, warmup_epochs=1,
+                                                 layer_decay=0.5),
+                       data_info=DataInfo(num_classes=400, clips_per_step=4))
     trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
     seen: list[list[float]] = []
@@ -200,7 +224,7 @@ def test_lr_of_every_group_is_scaled_by_batch_and_repeated_clips(synthetic_root:
     trainer.fit(module, datamodule=data)
     peak = 0.128 * 2 * 2 / 256  # batch 2 x 2 repeated clips
     groups = trainer.optimizers[0].param_groups
-    assert [g["initial_lr"] for g in groups] == pytest.approx([peak * 0.5 ** (3 - g["layer_id"]) for g in groups])
+    assert [g["peak_lr"] for g in groups] == pytest.approx([peak * 0.5 ** (3 - g["layer_id"]) for g in groups])
     head = next(i for i, g in enumerate(groups) if g["layer_id"] == 3)
     assert len(seen) == 8 and seen[0][head] == pytest.approx(0.0128 * 4 / 256)  # 4 steps per epoch
     assert seen[4][head] == pytest.approx(peak) and seen[-1][head] < peak / 2
@@ -218,12 +242,14 @@ class StopAfter(L.Callback):
 
 def test_resume_mid_epoch_reaches_the_same_weights(synthetic_root: Path, tmp_path: Path) -> None:
     """4 steps per epoch, mixup and drop path on: 6 steps straight, or 3 steps, stop, resume to 6, end equal."""
-    def run(root: Path, resume: Path | None = None, stop: int | None = None) -> ClassificationModule:
+    def run(root: Path, resume: Path | None = None, stop: int | None = None) -> UMTModule:
         L.seed_everything(0)
         data = Kinetics400DataModule(str(synthetic_root), num_frames=4, img_size=32, batch_size=2, num_sample=2,
                                      num_workers=0, val_list=None)
-        module = ClassificationModule(model_options=TINY | {"num_classes": 400, "drop_path_rate": 0.2},
-                                      base_lr=0.5, warmup_epochs=0.5)
+        module = UMTModule([partial(ClassificationHead, mixup=MixupConfig())],
+                           encoder=EncoderConfig(**TINY, drop_path_rate=0.2),
+                           optimizer=OptimizerConfig(lr=0.5, warmup_epochs=0.5),
+                           data_info=DataInfo(num_classes=data.num_classes, clips_per_step=4))
         callbacks = [ModelCheckpoint(dirpath=str(root), every_n_train_steps=1, save_top_k=-1, filename="{step}")]
         L.Trainer(max_steps=6, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
                   default_root_dir=root, callbacks=callbacks + ([StopAfter(stop)] if stop else [])).fit(
@@ -236,4 +262,5 @@ def test_resume_mid_epoch_reaches_the_same_weights(synthetic_root: Path, tmp_pat
     assert resumed.global_step == 6 and interrupted.global_step == 3
     for (name, expected), actual in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         torch.testing.assert_close(actual, expected, msg=name)
-    assert not torch.equal(interrupted.model.head.fc.weight, straight.model.head.fc.weight)
+    head = "heads.classification.fc.weight"
+    assert not torch.equal(interrupted.state_dict()[head], straight.state_dict()[head])

@@ -15,8 +15,7 @@ from umt.data.synthetic import SyntheticConfig, generate
 
 REPO = Path(__file__).resolve().parents[1]
 UMT = Path(sys.executable).parent / "umt"
-TINY = {"embed_dim": 32, "depth": 2, "num_heads": 2, "num_frames": 4, "img_size": 48, "num_classes": 400,
-        "head_init_scale": 1.0}
+TINY = {"embed_dim": 32, "depth": 2, "num_heads": 2, "num_frames": 4, "img_size": 48, "drop_path_rate": 0.0}
 
 
 def run_test(root: Path, out: Path, devices: int) -> tuple[list[dict], float]:
@@ -25,14 +24,16 @@ def run_test(root: Path, out: Path, devices: int) -> tuple[list[dict], float]:
                "--trainer.accelerator", "cpu", "--trainer.devices", str(devices), "--trainer.num_nodes", "1",
                "--trainer.strategy", "ddp" if devices > 1 else "auto", "--trainer.precision", "32-true",
                "--trainer.default_root_dir", str(out), "--trainer.enable_progress_bar", "false",
-               "--model.checkpoint", "null", "--model.model_options", json.dumps(TINY),
-               "--model.predictions_file", str(out / "predictions.json"), "--data.root", str(root),
+               "--model.checkpoint", "null",
+               *[arg for key, value in TINY.items() for arg in (f"--model.encoder.{key}", str(value))],
+               "--model.heads.init_scale", "1.0", "--model.heads.predictions_file", str(out / "predictions.json"),
+               "--data.root", str(root),
                "--data.num_frames", "4", "--data.img_size", "48", "--data.batch_size", "2", "--data.num_workers", "0",
                "--data.test_num_clips", "1", "--data.test_num_crops", "3"]
     env = os.environ | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    top1 = re.search(r"test/top1\s*│\s*([0-9.]+)", done.stdout)
+    top1 = re.search(r"test/classification/top1\s*│\s*([0-9.]+)", done.stdout)
     assert top1 is not None, done.stdout[-2000:]
     return json.loads((out / "predictions.json").read_text()), float(top1.group(1))
 

@@ -8,8 +8,7 @@ import math
 import pytest
 
 import umt
-from umt.finetune import NO_WEIGHT_DECAY
-from umt.optim import layer_decay_groups, layer_id, warmup_cosine
+from umt.optim import NO_WEIGHT_DECAY, layer_decay_groups, layer_id, warmup_cosine
 
 
 def official_layer(name: str, depth: int) -> int:

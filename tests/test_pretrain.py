@@ -12,18 +12,24 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from umt.cli import main
 from umt.datamodules.video_list import SyntheticDataModule
-from umt.module import UMTPretrainModule
+from umt.heads.alignment import AlignmentHead
+from umt.heads.base import DataInfo
+from umt.module import UMTModule
+from umt.options import EncoderConfig, OptimizerConfig, TeacherSpec
 
 REPO = Path(__file__).resolve().parents[1]
-STUDENT = {"embed_dim": 48, "depth": 3, "num_heads": 3, "num_frames": 4, "img_size": 64, "drop_path_rate": 0.0}
+STUDENT = {"embed_dim": 48, "depth": 3, "num_heads": 3, "num_frames": 4, "img_size": 64}
 TEACHER = {"width": 32, "layers": 2, "heads": 2, "output_dim": 16, "patch_size": 16, "image_size": 64,
            "return_layers": 2}
 
 
-def tiny_module(**options) -> UMTPretrainModule:
-    defaults = {"model_options": STUDENT, "teacher_options": TEACHER, "align_layers": 2, "base_lr": 0.2,
-                "warmup_epochs": 0, "batch_size": 4}
-    return UMTPretrainModule(**(defaults | options))
+def tiny_module(drop_path: float = 0.0, **optimizer: float) -> UMTModule:
+    """Stage 1 of a tiny student with a tiny random teacher: ``alignment`` head only, batch 4."""
+    return UMTModule([AlignmentHead], encoder=EncoderConfig(**STUDENT, drop_path_rate=drop_path, final_norm=True,
+                                                            pos_embed="extend", init="xavier"),
+                     teacher=TeacherSpec(**TEACHER), optimizer=OptimizerConfig(**({"lr": 0.2, "warmup_epochs": 0,
+                                                                                  "betas": (0.9, 0.95)} | optimizer)),
+                     data_info=DataInfo(clips_per_step=4))
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +59,15 @@ def test_recipes_show_the_official_values(recipe: str, student: str, teacher: st
     with pytest.raises(SystemExit):
         main(["fit", "--config", str(REPO / "recipes" / "pretrain" / recipe), "--print_config"])
     config = yaml.safe_load(capsys.readouterr().out)
-    model, data, trainer = config["model"]["init_args"], config["data"]["init_args"], config["trainer"]
-    assert (model["model"], model["teacher"], model["model_options"]["drop_path_rate"]) == (student, teacher, drop_path)
-    optimisation = (model["base_lr"], model["min_lr"], model["warmup_epochs"], model["weight_decay"])
-    assert optimisation == (1.5e-4, 1e-5, 40, 0.05)
-    assert (model["betas"], model["mask_ratio"], model["align_layers"]) == ([0.9, 0.95], 0.8, 6)
+    model, data, trainer = config["model"], config["data"]["init_args"], config["trainer"]
+    encoder, optimizer = model["encoder"], model["optimizer"]
+    assert (encoder["size"], model["teacher"]["name"], encoder["drop_path_rate"]) == (student, teacher, drop_path)
+    assert (encoder["final_norm"], encoder["pos_embed"], encoder["init"]) == (True, "extend", "xavier")
+    optimisation = (optimizer["lr"], optimizer["min_lr"], optimizer["warmup_epochs"], optimizer["weight_decay"])
+    assert optimisation == (1.5e-4, 1e-5, 40, 0.05) and optimizer["batch_scaled"] is True
+    (head,) = model["heads"]
+    assert head["class_path"] == "umt.heads.alignment.AlignmentHead" and head["init_args"]["num_layers"] == 6
+    assert (optimizer["betas"], model["masking"]["video_ratio"]) == ([0.9, 0.95], 0.8)
     clips = (data["batch_size"], data["num_frames"], data["img_size"], data["train_pipeline"])
     assert clips == (64, 8, 224, "pretrain")
     assert trainer["devices"] * trainer["num_nodes"] * data["batch_size"] == 2048 and trainer["max_epochs"] == 201
@@ -80,15 +90,17 @@ def test_teacher_stays_frozen_and_out_of_checkpoints(synthetic: SyntheticDataMod
     assert not optimized & {id(p) for p in module.teacher.parameters()}
     assert all(torch.equal(v, module.teacher.state_dict()[k]) for k, v in teacher_before.items())
     (checkpoint,) = (tmp_path / "checkpoints").glob("*.ckpt")
-    saved = torch.load(checkpoint, weights_only=False)
+    saved = torch.load(checkpoint, weights_only=True)  # plain hyper-parameters: no pickled classes
     assert not [k for k in saved["state_dict"] if k.startswith("teacher.")]
     assert saved["umt_teacher"] == {"name": "clip_b16", "weights": None}
-    restored = UMTPretrainModule.load_from_checkpoint(checkpoint, weights_only=False)  # strict: teacher put back
-    torch.testing.assert_close(restored.head.heads[0].head.weight, module.head.heads[0].head.weight)
+    restored = UMTModule.load_from_checkpoint(checkpoint)  # strict: teacher put back; heads rebuilt from hparams
+    assert list(restored.heads) == ["alignment"] and restored.teacher is not None
+    torch.testing.assert_close(restored.heads["alignment"].heads[0].head.weight,
+                               module.heads["alignment"].heads[0].head.weight)
 
 
 def test_lr_warms_up_then_decays(synthetic: SyntheticDataModule, tmp_path: Path) -> None:
-    module = tiny_module(warmup_epochs=1, base_lr=0.256, min_lr=0.0256)
+    module = tiny_module(warmup_epochs=1, lr=0.256, min_lr=0.0256)
     rates = []
 
     class LrRecorder(L.Callback):
@@ -115,9 +127,9 @@ class StopAfter(L.Callback):
 def test_resume_mid_epoch_reaches_the_same_weights(synthetic: SyntheticDataModule, tmp_path: Path) -> None:
     """4 steps per epoch: a 7-step run interrupted after step 3 (mid-epoch) and resumed from its checkpoint ends
     with the weights of the uninterrupted run (drop path on, so random streams must resume too)."""
-    def run(root: Path, resume: Path | None = None, stop: int | None = None) -> UMTPretrainModule:
+    def run(root: Path, resume: Path | None = None, stop: int | None = None) -> UMTModule:
         L.seed_everything(0)
-        module = tiny_module(model_options=STUDENT | {"drop_path_rate": 0.1})
+        module = tiny_module(drop_path=0.1)
         callbacks = [ModelCheckpoint(dirpath=str(root), every_n_train_steps=1, save_top_k=-1, filename="{step}")]
         _trainer(root, 7, callbacks=callbacks + ([StopAfter(stop)] if stop else [])).fit(
             module, datamodule=synthetic, ckpt_path=resume)
@@ -130,4 +142,5 @@ def test_resume_mid_epoch_reaches_the_same_weights(synthetic: SyntheticDataModul
     assert resumed.global_step == 7
     for (name, expected), actual in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         torch.testing.assert_close(actual, expected, msg=name)
-    assert not torch.equal(interrupted.head.heads[0].head.weight, straight.head.heads[0].head.weight)
+    key = "heads.alignment.heads.0.head.weight"
+    assert not torch.equal(interrupted.state_dict()[key], straight.state_dict()[key])

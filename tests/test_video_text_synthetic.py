@@ -1,4 +1,5 @@
-"""Stage 2 end to end on synthetic captioned videos: pre-train, zero-shot retrieval, fine-tune, ``umt search``."""
+"""Stage 2 end to end on synthetic captioned videos with ``UMTModule`` and its ``video_text`` head: pre-train,
+zero-shot retrieval, fine-tune from the module's checkpoint, ``umt search`` on that checkpoint."""
 
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ import torch
 from vt_helpers import TEXT, CaptionedDataModule, synthetic_captions, tiny_module
 
 from umt.cli import main
-from umt.video_text_module import VideoTextModule
+from umt.module import UMTModule
 
 CHANCE_R_MEAN = {n: sum(min(k / n, 1.0) * 100 for k in (1, 5, 10)) / 3 for n in (24,)}
 """Expected ``r_mean`` of a random ranking of n media (one ground truth each): 22.2 for 24."""
 
 
-def fit(module: VideoTextModule, data: CaptionedDataModule, steps: int, root: Path) -> Path:
+def fit(module: UMTModule, data: CaptionedDataModule, steps: int, root: Path) -> Path:
     """Train ``steps`` optimizer steps without validation; returns the saved checkpoint."""
     trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_progress_bar=False,
                         enable_model_summary=False, default_root_dir=root, limit_val_batches=0)
@@ -28,7 +29,7 @@ def fit(module: VideoTextModule, data: CaptionedDataModule, steps: int, root: Pa
     return checkpoint
 
 
-def retrieval(module: VideoTextModule, data: CaptionedDataModule) -> dict[str, float]:
+def retrieval(module: UMTModule, data: CaptionedDataModule) -> dict[str, float]:
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     (metrics,) = trainer.test(module, datamodule=data, verbose=False)
     return metrics
@@ -75,25 +76,25 @@ def check_search(root: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.Ca
 
 
 def run_protocol(tmp_path: Path, capsys: pytest.CaptureFixture[str], losses: dict[str, float], text: dict,
-                 steps: tuple[int, int]) -> tuple[dict[str, float], dict[str, float], Path]:
+                 steps: tuple[int, int]) -> tuple[dict[str, float], dict[str, float], Path, Path]:
     """Stage-2 run on the train split, zero-shot retrieval on val, fine-tuning on the test split (as the target
-    dataset's training set), retrieval on val again; returns both metric sets and the fine-tuned checkpoint."""
+    dataset's training set), retrieval on val again; returns both metric sets, the fine-tuned checkpoint and the
+    data folder."""
     root = synthetic_captions(tmp_path / "data", train_size=48, val_size=24, test_size=48)
-    options = {"teacher": None, "loss_weights": losses, "text_options": text, "max_length": 24, "lr": 2e-3,
+    options = {"teacher": False, "losses": losses, "text": text, "max_length": 24, "lr": 2e-3,
                "text_lr": 2e-4, "min_lr_ratio": 1.0}  # constant lr: few steps
     torch.manual_seed(0)
     pretrain = tiny_module(**options)
     pretrained = fit(pretrain, CaptionedDataModule(root, "train", "val"), steps[0], tmp_path / "pretrain")
     zero_shot = retrieval(pretrain, CaptionedDataModule(root, "train", "val"))
-    finetune = tiny_module(**(options | {"bert": None, "checkpoint": str(pretrained), "loss_weights": None}))
+    finetune = tiny_module(**(options | {"bert": False, "checkpoint": str(pretrained), "losses": None}))
     tuned = fit(finetune, CaptionedDataModule(root, "test", "val"), steps[1], tmp_path / "finetune")
     finetuned = retrieval(finetune, CaptionedDataModule(root, "test", "val"))
     with capsys.disabled():
         for name, metrics in (("zero-shot", zero_shot), ("fine-tuned", finetuned)):
             shown = {k: v for k, v in sorted(metrics.items()) if "r_mean" in k or "r1" in k}
             print(f"\n{name}:", " ".join(f"{k}={v:.1f}" for k, v in shown.items()))
-    check_search(root, tuned, tmp_path, capsys)
-    return zero_shot, finetuned, tuned
+    return zero_shot, finetuned, tuned, root
 
 
 def test_stage2_run_retrieves_zero_shot_and_fine_tuning_helps(tmp_path: Path,
@@ -101,7 +102,8 @@ def test_stage2_run_retrieves_zero_shot_and_fine_tuning_helps(tmp_path: Path,
     """Contrastive stage-2 run (two text-only MiniLM layers), then VTC + VTM fine-tuning (the default without a
     teacher), so the re-ranked recalls need a trained matching head."""
     text = TEXT | {"fusion_layer": 2}
-    zero_shot, finetuned, _ = run_protocol(tmp_path, capsys, {"vtc": 1.0, "vtm": 0.0}, text, (60, 20))
-    assert zero_shot["test_emb/r_mean"] > 1.5 * CHANCE_R_MEAN[24], zero_shot
-    assert finetuned["test_emb/r_mean"] > zero_shot["test_emb/r_mean"], (zero_shot, finetuned)
-    assert finetuned["test/r_mean"] > 1.5 * CHANCE_R_MEAN[24], finetuned
+    zero_shot, finetuned, tuned, root = run_protocol(tmp_path, capsys, {"vtc": 1.0, "vtm": 0.0}, text, (60, 20))
+    assert zero_shot["test/video_text/itc_r_mean"] > 1.5 * CHANCE_R_MEAN[24], zero_shot
+    assert finetuned["test/video_text/itc_r_mean"] > zero_shot["test/video_text/itc_r_mean"], (zero_shot, finetuned)
+    assert finetuned["test/video_text/r_mean"] > 1.5 * CHANCE_R_MEAN[24], finetuned
+    check_search(root, tuned, tmp_path, capsys)  # the fine-tuned UMTModule checkpoint serves umt search

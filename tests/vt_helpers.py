@@ -1,15 +1,19 @@
-"""Tiny stage-2 modules (MiniLM text tower, small video encoder and teacher) and a captioned synthetic data module."""
+"""Tiny stage-2 ``UMTModule``s (MiniLM text tower, small video encoder and teacher) and a captioned synthetic data
+module."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from umt.data.decoding import probe, read_frames
@@ -17,13 +21,20 @@ from umt.data.samplers import interval_indices
 from umt.data.synthetic import SyntheticConfig, generate
 from umt.data.text import clean_text
 from umt.data.transforms import stage2_eval_transform, stage2_train_transform
-from umt.video_text_module import VideoTextModule
+from umt.heads.alignment import AlignmentHead
+from umt.heads.base import Batch
+from umt.heads.video_text import LossWeights, VideoTextHead
+from umt.models.text import TEXT_CONFIGS, TextConfig
+from umt.module import UMTModule
+from umt.options import EncoderConfig, MaskingConfig, OptimizerConfig, TeacherSpec
 
 VISION = {"embed_dim": 48, "depth": 2, "num_heads": 3, "num_frames": 4, "img_size": 32, "drop_path_rate": 0.0}
 TEXT = {"hidden_size": 384, "num_layers": 6, "num_heads": 12, "intermediate_size": 1536, "fusion_layer": 4,
         "dropout": 0.0}
 TEACHER = {"width": 32, "layers": 2, "heads": 2, "output_dim": 16, "patch_size": 16, "image_size": 32,
            "return_layers": 2}
+LOSSES = ("uta", "vtc", "vtm", "mlm")
+"""The stage-2 losses: ``uta`` is the alignment head's, the others the video-text head's."""
 
 
 def minilm_folder() -> Path:
@@ -34,13 +45,77 @@ def minilm_folder() -> Path:
     return Path(spec.submodule_search_locations[0]) / "model"
 
 
-def tiny_module(**options: Any) -> VideoTextModule:
-    """A stage-2 module of a few million parameters: MiniLM (2 fusion layers) over a 2-block video encoder."""
+def encoder_config(**options: Any) -> EncoderConfig:
+    """The 2-block stage-2 video encoder (final norm, extended position table) with ``options`` on top."""
+    return EncoderConfig(**(VISION | {"final_norm": True, "pos_embed": "extend"} | options))
+
+
+def text_config(**options: Any) -> TextConfig:
+    """The MiniLM-sized text tower (BERT-base defaults with ``TEXT`` and ``options``)."""
+    return dataclasses.replace(TEXT_CONFIGS["bert_base"], **(TEXT | options))
+
+
+def tiny_module(**options: Any) -> UMTModule:
+    """A stage-2 ``UMTModule`` of a few million parameters: MiniLM (2 fusion layers) over a 2-block video encoder;
+    ``options`` as ``tiny_options``."""
+    return UMTModule(**tiny_options(**options))
+
+
+def tiny_options(teacher: bool = True, losses: dict[str, float] | None = None, text: dict[str, Any] | None = None,
+                 bert: bool = True, checkpoint: str | None = None, lr: float = 1e-3, text_lr: float | None = None,
+                 warmup_epochs: float = 0, min_lr_ratio: float = 0.01, masking: MaskingConfig = MaskingConfig(),
+                 seed: int = 0, **head_options: Any) -> dict[str, Any]:
+    """The ``UMTModule`` arguments of ``tiny_module``.
+
+    The options of the old stage-2 module, on the new API: with ``teacher`` an ``alignment`` head (K = 2, LN eps
+    1e-5, not normalised: the stage-2 setting) before the ``video_text`` head. ``losses`` weighs ``uta`` / ``vtc``
+    / ``vtm`` / ``mlm`` (unnamed: 1; default without a teacher: VTC + VTM only, the retrieval fine-tuning); ``uta``
+    becomes the alignment head's loss weight, the others the video-text head's ``LossWeights``. ``text_lr`` is a
+    text-tower lr (``text_lr_scale = text_lr / lr``); the schedule floors at ``min_lr_ratio * lr`` from step 0.
+    ``head_options`` go to ``VideoTextHead`` (default ``k_test=4``).
+    """
     folder = str(minilm_folder())
-    defaults = {"vision_options": VISION, "text_options": TEXT, "embed_dim": 32, "bert": folder, "tokenizer": folder,
-                "teacher": "clip_b16", "teacher_options": TEACHER, "align_layers": 2, "k_test": 4, "lr": 1e-3,
-                "warmup_epochs": 0}
-    return VideoTextModule(**(defaults | options))
+    defaults = {"uta": 1.0, "mlm": 1.0} if teacher else {"uta": 0.0, "mlm": 0.0}
+    unknown = set(losses or {}) - set(LOSSES)
+    if unknown:
+        raise ValueError(f"unknown loss names {sorted(unknown)}")
+    weights = {name: 1.0 for name in LOSSES} | defaults | (losses or {})
+    if weights["uta"] and not teacher:
+        raise ValueError("the UTA loss needs a teacher")
+    video_text = {"text": text_config(**(text or {})), "bert": folder if bert else None, "tokenizer": folder,
+                  "embed_dim": 32, "k_test": 4,
+                  "weights": LossWeights(weights["vtc"], weights["vtm"], weights["mlm"])} | head_options
+    heads = [partial(VideoTextHead, **video_text)]
+    loss_weights = None
+    if teacher:
+        heads.insert(0, partial(AlignmentHead, num_layers=TEACHER["return_layers"], norm_eps=1e-5, normalize=False))
+        loss_weights = {"alignment": weights["uta"]}
+    if not any(weights[name] for name in ("vtc", "vtm", "mlm")):
+        loss_weights = (loss_weights or {}) | {"video_text": 0.0}  # evaluation only
+    optimizer = OptimizerConfig(lr=lr, min_lr=lr * min_lr_ratio, warmup_epochs=warmup_epochs, weight_decay=0.02,
+                                betas=(0.9, 0.999), batch_scaled=False, floor_warmup=True)
+    if text_lr is not None:
+        heads[-1] = partial(heads[-1], text_lr_scale=text_lr / lr)
+    return {"heads": heads, "encoder": encoder_config(),
+            "teacher": TeacherSpec("clip_b16", **TEACHER) if teacher else None, "masking": masking,
+            "optimizer": optimizer, "loss_weights": loss_weights, "checkpoint": checkpoint, "seed": seed}
+
+
+def step_losses(module: UMTModule, batch: Batch) -> dict[str, Tensor]:
+    """What ``UMTModule.training_step`` computes on ``batch`` without a trainer: every head's losses as
+    ``{head}/{loss}`` and their weighted sum as ``loss``."""
+    for head in module.heads.values():
+        head.on_train_step_start()
+        batch = head.transform_batch(batch)
+    step = module.encode(batch["video"], train=True)
+    out: dict[str, Tensor] = {}
+    total = torch.zeros(())
+    for name, head in module.heads.items():
+        if module.loss_weights[name]:
+            losses = head.losses(step, batch)
+            total = total + module.loss_weights[name] * sum(losses.values())
+            out |= {f"{name}/{key}": value for key, value in losses.items()}
+    return out | {"loss": total}
 
 
 class CaptionedVideos(Dataset):

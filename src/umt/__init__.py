@@ -12,9 +12,14 @@ from umt.models.vit import EncoderOutput, VideoViT
 
 __all__ = [
     "CheckpointError",
+    "EncoderConfig",
     "EncoderOutput",
     "FlopReport",
+    "MaskingConfig",
     "ModelConfig",
+    "OptimizerConfig",
+    "TeacherSpec",
+    "UMTModule",
     "VideoClassifier",
     "VideoTextConfig",
     "VideoTextModel",
@@ -28,7 +33,10 @@ __all__ = [
 __version__ = "0.1.0"
 
 _LAZY = {name: "umt.models.video_text" for name in ("VideoTextConfig", "VideoTextModel", "create_video_text_model")}
-"""Names imported on first use: the video-text model pulls in transformers, which video-only use never needs."""
+_LAZY |= {"UMTModule": "umt.module"}
+_LAZY |= {name: "umt.options" for name in ("EncoderConfig", "MaskingConfig", "OptimizerConfig", "TeacherSpec")}
+"""Names imported on first use: the video-text model pulls in transformers and the module Lightning, which
+video-only inference never needs."""
 
 
 def __getattr__(name: str) -> Any:

@@ -183,7 +183,7 @@ def _detect_family(state: dict[str, Tensor], origin: str) -> str:
         return "finetune"
     hint = ""
     if "patch_embed.proj.weight" in keys and "norm.weight" in keys:
-        hint = " This looks like an AVA detector (final norm, ROI head), which this loader does not map yet."
+        hint = " This looks like an AVA detector (final norm, ROI head): load it with umt.detection.create_detector."
     sample = ", ".join(sorted(keys)[:6])
     raise CheckpointError(f"{origin}: unrecognised layout (first keys: {sample}).{hint} Understood: {LAYOUTS}")
 
@@ -415,3 +415,100 @@ def load_video_text_weights(model: nn.Module, checkpoint: Checkpoint) -> LoadRep
     report = LoadReport(checkpoint.family, sorted(checkpoint.dropped), initialised)
     logger.info(report.summary())
     return report
+
+
+@dataclass
+class CheckpointParts:
+    """Any checkpoint split for ``umt.UMTModule``: the encoder's tensors and the rest, for the heads to take.
+
+    Attributes:
+        family: ``finetune``, ``pretrain``, ``mm_vision``, ``umt``, ``mm_model``, ``mm_retrieval`` or
+            ``module`` (a ``UMTModule`` Lightning checkpoint).
+        encoder: ``VideoViT`` keys (the stage-1 final norm included where the file has one).
+        rest: every other tensor under this library's names: ``head.fc_norm.*`` / ``head.fc.*`` (classifiers),
+            ``pool_norm.*``, ``text_encoder.*``, ``vision_proj.*``, ``text_proj.*``, ``itm_head.*``, ``temp``
+            (stage 2), ``heads.{name}.*`` (module checkpoints).
+        raw: the file's tensors under their own names (e.g. the official ``clip_decoder.*``).
+        dropped: keys the family drops by design.
+        hints: encoder options the layout implies (``final_norm``, ``pos_embed``).
+        labels: class names stored in the file, or None.
+        hyper_parameters: a module checkpoint's hyper-parameters (plain values), else empty.
+    """
+
+    family: str
+    encoder: dict[str, Tensor]
+    rest: dict[str, Tensor]
+    raw: dict[str, Tensor]
+    dropped: list[str] = field(default_factory=list)
+    hints: dict[str, Any] = field(default_factory=dict)
+    labels: list[str] | None = None
+    hyper_parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def _is_module_checkpoint(obj: Any) -> bool:
+    if not isinstance(obj, Mapping) or "pytorch-lightning_version" not in obj:
+        return False
+    state = obj.get("state_dict")
+    return isinstance(state, Mapping) and any(k.startswith("encoder.") for k in state)
+
+
+def read_parts(source: str | Path | Mapping[str, Any], trust_pickle: bool = False) -> CheckpointParts:
+    """Read any checkpoint this library understands (official classifier, stage-1, stage-2, retrieval files,
+    ``umt convert`` files, ``UMTModule`` checkpoints) through one guarded ``torch.load``.
+
+    Raises:
+        CheckpointError: unreadable or truncated file, or a layout not understood.
+    """
+    origin = str(source) if isinstance(source, (str, Path)) else "checkpoint object"
+    obj = _torch_load(Path(source), trust_pickle) if isinstance(source, (str, Path)) else source
+    if _is_module_checkpoint(obj):
+        state = dict(obj["state_dict"])
+        encoder = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
+        rest = {k: v for k, v in state.items() if not k.startswith("encoder.")}
+        norm = "norm.weight" in encoder
+        return CheckpointParts("module", encoder, rest, state, hints={"final_norm": norm},
+                               hyper_parameters=dict(obj.get("hyper_parameters", {})))
+    raw, _ = _unwrap(obj, origin)
+    if any(k.startswith(("text_encoder.", "text_decoder.")) for k in raw):
+        loaded = read_video_text_checkpoint(obj, trust_pickle)
+        encoder_prefix, pool_prefix = "vision_encoder.encoder.", "vision_encoder.head.fc_norm."
+        encoder = {k.removeprefix(encoder_prefix): v for k, v in loaded.state_dict.items()
+                   if k.startswith(encoder_prefix)}
+        rest = {("pool_norm." + k.removeprefix(pool_prefix) if k.startswith(pool_prefix) else k): v
+                for k, v in loaded.state_dict.items() if not k.startswith(encoder_prefix)}
+        return CheckpointParts(loaded.family, encoder, rest, raw, loaded.dropped,
+                               {"final_norm": True, "pos_embed": "extend"})
+    loaded = read_checkpoint(obj, trust_pickle)
+    encoder = {k.removeprefix("encoder."): v for k, v in loaded.state_dict.items() if k.startswith("encoder.")}
+    rest = {k: v for k, v in loaded.state_dict.items() if not k.startswith("encoder.")}
+    dropped = list(loaded.dropped)
+    if loaded.family == "pretrain" and "encoder.norm.weight" in raw:
+        encoder |= {k.removeprefix("encoder."): raw[k] for k in ("encoder.norm.weight", "encoder.norm.bias")}
+        dropped = [k for k in dropped if not k.startswith("encoder.norm.")]
+    return CheckpointParts(loaded.family, encoder, rest, raw, dropped, dict(loaded.config), loaded.labels)
+
+
+def check_fit(state: Mapping[str, Tensor], target: Mapping[str, Tensor], what: str, family: str,
+              fresh_allowed: set[str] | frozenset[str] = frozenset(), prefix: str = "") -> None:
+    """Raise one clear error unless ``state`` fits ``target`` key for key and shape for shape (keys in
+    ``fresh_allowed`` may be missing).
+
+    Args:
+        state: the checkpoint's tensors for the part; target: the part's own state dict.
+        what: the part, for the message (``the encoder``, ``the video_text head``); family: the checkpoint family.
+        fresh_allowed: target keys that may start fresh; prefix: put before key names in the message.
+
+    Raises:
+        CheckpointError: naming the mismatched shapes and the missing and unexpected key groups.
+    """
+    missing = sorted(set(target) - set(state) - set(fresh_allowed))
+    unexpected = sorted(set(state) - set(target))
+    mismatched = [f"  {prefix}{k}: checkpoint {list(v.shape)} vs model {list(target[k].shape)}"
+                  for k, v in state.items() if k in target and v.shape != target[k].shape]
+    if missing or unexpected or mismatched:
+        lines = [f"{family} checkpoint does not fit {what}", *mismatched[:8]]
+        if missing:
+            lines.append(f"  missing from the checkpoint: {key_groups([prefix + k for k in missing])}")
+        if unexpected:
+            lines.append(f"  not in the model: {key_groups([prefix + k for k in unexpected])}")
+        raise CheckpointError("\n".join(lines))

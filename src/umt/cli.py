@@ -8,10 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from jsonargparse import auto_cli
-from lightning.pytorch.cli import LightningCLI
 
 from umt.attention_map import save_png
 from umt.checkpoints import Checkpoint, CheckpointError, key_groups, load_weights, read_checkpoint, save_native
@@ -117,7 +115,7 @@ def _load_model(checkpoint: Path | None, model: str, num_frames: int | None, num
 def _predict(video: Path | None, checkpoint: Path | None, labels: str | None, top_k: int,
              save_attention: Path | None, teacher_weights: Path | None, model: str, num_frames: int | None,
              num_heads: int | None, trust_pickle: bool) -> None:
-    """``umt predict`` and ``umt classify``: classify, print the top classes, optionally draw the attention."""
+    """``umt classify``: classify, print the top classes, optionally draw the attention."""
     if teacher_weights is not None and save_attention is None:
         raise ValueError("--teacher_weights only chooses the attention drawn by --save_attention; add it")
     net, name, stored = _load_model(checkpoint, model, num_frames, num_heads, trust_pickle)
@@ -145,17 +143,17 @@ def _predict(video: Path | None, checkpoint: Path | None, labels: str | None, to
         print(f"wrote {save_attention} ({image.width}x{image.height})")
 
 
-def predict(video: Path, checkpoint: Path | None = None, labels: str | None = None, top_k: int = 5,
-            save_attention: Path | None = None, teacher_weights: Path | None = None, model: str = "umt_b16",
-            num_frames: int | None = None, num_heads: int | None = None, trust_pickle: bool = False) -> None:
+def classify(video: Path | None = None, checkpoint: Path | None = None, labels: str | None = None, top_k: int = 5,
+             save_attention: Path | None = None, teacher_weights: Path | None = None, model: str = "umt_b16",
+             num_frames: int | None = None, num_heads: int | None = None, trust_pickle: bool = False) -> None:
     """Classify a video: print its top classes with probabilities, optionally draw the attention.
 
-    The official single test view: segment middles, short side resized, centre crop, softmax.
-    ``umt predict --config RECIPE.yaml`` (or options ``--trainer.*``, ``--model.*``, ``--data.*``) runs
-    LightningCLI's predict instead.
+    The official single test view: segment middles, short side resized, centre crop, softmax. Without
+    ``--video`` a built-in synthetic clip (a square moving across a gradient) shows the whole path without any
+    download. Example: ``umt classify --video clip.mp4 --checkpoint k400.pth --save_attention att.png``.
 
     Args:
-        video: video file (anything FFmpeg decodes) or a folder of frame images.
+        video: video file (anything FFmpeg decodes) or a folder of frame images (default: the built-in clip).
         checkpoint: official or converted checkpoint; it sets the model size and the classes (default: random
             ``model`` weights, seed 0).
         labels: class names: a shipped list (kinetics400, kinetics600, kinetics700) or a text file with one name
@@ -172,26 +170,6 @@ def predict(video: Path, checkpoint: Path | None = None, labels: str | None = No
     """
     _predict(video, checkpoint, labels, top_k, save_attention, teacher_weights, model, num_frames, num_heads,
              trust_pickle)
-
-
-def classify(video: Path | None = None, checkpoint: Path | None = None, model: str = "umt_b16",
-             num_frames: int | None = None, num_heads: int | None = None, top_k: int = 5, labels: str | None = None,
-             trust_pickle: bool = False) -> None:
-    """Classify a video or, without ``--video``, a built-in clip (``umt predict`` with an optional video).
-
-    The built-in synthetic clip (a square moving across a gradient) shows the whole path without any download.
-
-    Args:
-        video: video file (anything FFmpeg decodes).
-        checkpoint: official or converted checkpoint; it sets the model size and the classes.
-        model: model name without a checkpoint (``umt_b16``, ``umt_l16``).
-        num_frames: frames sampled from the video (the validation view; default: the checkpoint's, else 8).
-        num_heads: attention heads, for checkpoint sizes other than UMT-B/16 and UMT-L/16.
-        top_k: how many classes to print.
-        labels: class names (see ``umt predict --help``).
-        trust_pickle: allow files holding Python objects besides tensors (trusted sources only).
-    """
-    _predict(video, checkpoint, labels, top_k, None, None, model, num_frames, num_heads, trust_pickle)
 
 
 def embed(annotation: Path, out: Path = Path("features.npy"), checkpoint: Path | None = None, batch_size: int = 8,
@@ -276,7 +254,7 @@ def search(query: str, videos: Path | None = None, checkpoint: Path | None = Non
     Args:
         query: what to look for, e.g. "a dog catches a frisbee".
         videos: folder searched recursively.
-        checkpoint: a ``VideoTextModule`` checkpoint (``.ckpt``) or an official stage-2 / retrieval file.
+        checkpoint: a ``UMTModule`` checkpoint with a ``video_text`` head or an official stage-2 / retrieval file.
         tokenizer: tokenizer name or folder (default: the checkpoint's, else ``bert-base-uncased`` /
             ``bert-large-uncased`` by model size).
         top: results printed.
@@ -284,8 +262,8 @@ def search(query: str, videos: Path | None = None, checkpoint: Path | None = Non
         cache: feature cache folder (default ``~/.cache/umt/search``).
         trust_pickle: allow official files holding Python objects besides tensors (trusted sources only).
     """
+    from umt.models.video_text import load_video_text_model
     from umt.search import MediaIndex, default_cache, media_files, search_media
-    from umt.video_text_module import load_model
 
     if videos is None or checkpoint is None:
         raise ValueError("umt search needs --videos DIR and --checkpoint FILE")
@@ -294,8 +272,8 @@ def search(query: str, videos: Path | None = None, checkpoint: Path | None = Non
     files = media_files(videos)
     if not files:
         raise ValueError(f"{videos} holds no videos")
-    model, hparams = load_model(checkpoint, trust_pickle)
-    model.eval()
+    model = load_video_text_model(checkpoint, trust_pickle).eval()
+    hparams = _video_text_hparams(checkpoint)
     default_tokenizer = "bert-large-uncased" if model.config.text.hidden_size == 1024 else "bert-base-uncased"
     tokenizer = tokenizer or hparams.get("tokenizer", default_tokenizer)
     index = MediaIndex(model, checkpoint, cache or default_cache())
@@ -336,18 +314,41 @@ def demo(out: Path = Path("demo"), seed: int = 0, progress: bool = True) -> None
     run_demo(out, seed, progress)
 
 
+def _video_text_hparams(checkpoint: Path) -> dict[str, Any]:
+    """``tokenizer`` and ``max_length`` of a ``UMTModule`` checkpoint's video-text head (empty for other files)."""
+    if checkpoint.suffix != ".ckpt":
+        return {}
+    heads = torch.load(checkpoint, map_location="cpu", weights_only=True).get("umt_heads", {})
+    return dict(heads.get("video_text", {}).get("options", {}))
+
+
+def heads() -> None:
+    """List the installed task heads (entry points ``umt.heads``): name, target, distribution, status."""
+    _list_plugins("heads")
+
+
+def datamodules() -> None:
+    """List the installed data modules (entry points ``umt.datamodules``): name, target, distribution, status."""
+    _list_plugins("datamodules")
+
+
+def _list_plugins(kind: str) -> None:
+    from umt.plugins import status
+
+    rows = [(p.name, p.target, p.distribution, state) for p, state in status(kind)]
+    widths = [max(len(r[i]) for r in [("name", "target", "distribution", "status"), *rows]) for i in range(3)]
+    for row in [("name", "target", "distribution", "status"), *rows]:
+        print("  ".join(value.ljust(width) for value, width in zip(row[:3], widths, strict=True)) + "  " + row[3])
+
+
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-LIGHTNING_PREDICT_OPTIONS = ("-c", "--config", "--trainer", "--model.", "--data", "--ckpt_path", "--print_config",
-                             "--seed_everything")
-"""Options that make ``umt predict`` LightningCLI's predict rather than the video classifier."""
+"""Subcommands handed to LightningCLI over ``umt.UMTModule`` (``umt fit --config RECIPE.yaml``)."""
 
-
-def _is_lightning(args: list[str]) -> bool:
-    """Whether ``args`` is a LightningCLI command (``predict`` only with a LightningCLI option)."""
-    if not args or args[0] not in LIGHTNING_COMMANDS:
-        return False
-    return args[0] != "predict" or any(arg.startswith(LIGHTNING_PREDICT_OPTIONS) for arg in args[1:])
-
+COMMANDS: dict[str, Any] = {
+    "demo": demo, "convert": convert, "info": info, "classify": classify, "embed": embed, "search": search,
+    "heads": heads, "datamodules": datamodules, "data": {"check": check, "synth": synth},
+}
+"""The library's own subcommands (plain typed functions read by jsonargparse)."""
 
 SWITCHES = ("--rerank",)
 """Boolean options that may be given bare (``--rerank`` = ``--rerank true``)."""
@@ -364,24 +365,18 @@ def _bare_switches(argv: list[str]) -> list[str]:
     return out
 
 
-def lightning(argv: list[str] | None) -> None:
-    """``umt fit|validate|test|predict --config RECIPE.yaml``: LightningCLI over any LightningModule and
-    LightningDataModule given by ``class_path`` (the library's or a plugin's)."""
-    LightningCLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                 args=argv, save_config_kwargs={"overwrite": True})
-
-
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``umt`` console script."""
+    """Entry point of the ``umt`` console script: ``fit|validate|test|predict`` go to LightningCLI, every other
+    subcommand to ``COMMANDS``."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = sys.argv[1:] if argv is None else argv
-    if _is_lightning(args):
-        lightning(argv)
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args and args[0] in LIGHTNING_COMMANDS:
+        from umt.lightning import run
+
+        run(args)
         return
     try:
-        commands = {"demo": demo, "convert": convert, "info": info, "predict": predict, "classify": classify,
-                    "embed": embed, "search": search, "data": {"check": check, "synth": synth}}
-        auto_cli(commands, args=_bare_switches(args), as_positional=True)
+        auto_cli(COMMANDS, args=_bare_switches(args), as_positional=True)
     except (CheckpointError, VideoError, ValueError, OSError) as error:
         print(f"umt: error: {error}", file=sys.stderr)
         raise SystemExit(2) from error

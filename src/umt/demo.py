@@ -5,10 +5,10 @@
 2. Train the teacher: a small open_clip CLIP (QuickGELU ViT image tower, the layout ``CLIPTeacher`` loads, and a
    word-level text tower) trained contrastively on single frames against their frame captions (where the shape
    is, how large and how visible). No pretrained CLIP exists offline; this one is trained here.
-3. Stage 1 (``UMTPretrainModule``): the frozen teacher's attention masks each frame, the student sees the
-   visible tokens of the unlabelled clips and aligns its last layers with the teacher's.
-4. Fine-tune (``ClassificationModule``) the stage-1 student on the labelled clips, and the same fine-tuning from
-   random init, and report both held-out accuracies.
+3. Stage 1 (``UMTModule`` with the ``alignment`` head): the frozen teacher's attention masks each frame, the
+   student sees the visible tokens of the unlabelled clips and aligns its last layers with the teacher's.
+4. Fine-tune (``UMTModule`` with the ``classification`` head) the stage-1 student on the labelled clips, and the
+   same fine-tuning from random init, and report both held-out accuracies.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import re
 import time
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +39,13 @@ from umt.data.decoding import read_frames
 from umt.data.samplers import segment_test_indices, segment_train_indices
 from umt.data.synthetic import SyntheticConfig, class_names, generate
 from umt.data.transforms import normalise
-from umt.finetune import ClassificationModule
-from umt.module import UMTPretrainModule
+from umt.heads.alignment import AlignmentHead
+from umt.heads.base import DataInfo
+from umt.heads.classification import ClassificationHead
+from umt.models.factory import classifier_from_module
+from umt.module import UMTModule
 from umt.optim import warmup_cosine
+from umt.options import EncoderConfig, MaskingConfig, OptimizerConfig, TeacherSpec
 
 
 @dataclass(frozen=True)
@@ -91,17 +96,17 @@ class DemoConfig:
         return SyntheticConfig(num_classes=self.num_classes, train_size=self.unlabelled_clips, val_size=0,
                                test_size=self.test_clips)
 
-    @property
-    def student_options(self) -> dict[str, Any]:
-        return {"embed_dim": self.embed_dim, "depth": self.depth, "num_heads": self.num_heads,
-                "patch_size": self.patch_size, "img_size": self.synthetic.size, "num_frames": self.num_frames,
-                "drop_path_rate": self.drop_path_rate, "pos_embed": "extend"}
+    def student(self, **options: Any) -> EncoderConfig:
+        """The student encoder: UMT-B/16's layout resized, with ``options``."""
+        return EncoderConfig(embed_dim=self.embed_dim, depth=self.depth, num_heads=self.num_heads,
+                             patch_size=self.patch_size, img_size=self.synthetic.size, num_frames=self.num_frames,
+                             drop_path_rate=self.drop_path_rate, pos_embed="extend", **options)
 
-    @property
-    def teacher_options(self) -> dict[str, Any]:
-        return {"width": self.teacher_width, "layers": self.teacher_layers, "heads": self.teacher_heads,
-                "output_dim": self.teacher_dim, "patch_size": self.patch_size, "image_size": self.synthetic.size,
-                "return_layers": self.align_layers}
+    def teacher(self, weights: str) -> TeacherSpec:
+        """The demo's CLIP teacher loaded from ``weights``."""
+        return TeacherSpec(weights=weights, width=self.teacher_width, layers=self.teacher_layers,
+                           heads=self.teacher_heads, output_dim=self.teacher_dim, patch_size=self.patch_size,
+                           image_size=self.synthetic.size, return_layers=self.align_layers)
 
 
 class Clips(Dataset):
@@ -234,24 +239,23 @@ def _loader(dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
 
 
 def _finetune(checkpoint: Path | None, data: dict[str, Tensor], c: DemoConfig, out: Path, seed: int,
-              progress: bool) -> tuple[float, ClassificationModule]:
+              progress: bool) -> tuple[float, UMTModule]:
     """Held-out top-1 of the fine-tuning from ``checkpoint`` (a stage-1 file) or from random init, and the
     fine-tuned module."""
     L.seed_everything(seed + 2, verbose=False)
-    module = ClassificationModule(
-        "umt_b16", None if checkpoint is None else str(checkpoint),
-        model_options={**c.student_options, "num_classes": c.num_classes, "head_init_scale": 1.0,
-                       "head_pool": c.head_pool},
-        base_lr=c.finetune_lr * 256 / c.finetune_batch_size, min_lr=0.0, warmup_lr=0.0,
-        warmup_epochs=max(c.finetune_epochs / 10, 1), layer_decay=c.layer_decay, mixup_alpha=0.0,
-        cutmix_alpha=0.0, step_clips=c.finetune_batch_size)
+    head = partial(ClassificationHead, num_classes=c.num_classes, init_scale=1.0, head_pool=c.head_pool)
+    optimizer = OptimizerConfig(lr=c.finetune_lr * 256 / c.finetune_batch_size, min_lr=0.0, warmup_lr=0.0,
+                                warmup_epochs=max(c.finetune_epochs / 10, 1), layer_decay=c.layer_decay)
+    module = UMTModule([head], encoder=c.student(), optimizer=optimizer,
+                       checkpoint=None if checkpoint is None else str(checkpoint),
+                       data_info=DataInfo(clips_per_step=c.finetune_batch_size))
     n = c.labelled_clips
     train = Clips(data["clips"][:n], data["labels"][:n], c.num_frames, True, seed)
     test = Clips(data["test_clips"], data["test_labels"], c.num_frames, False)
     trainer = _trainer(out, c.finetune_epochs, progress)
     trainer.fit(module, _loader(train, c.finetune_batch_size, True))
     trainer.test(module, _loader(test, 60, False), verbose=False)
-    return float(trainer.callback_metrics["test/top1"]), module
+    return float(trainer.callback_metrics["test/classification/top1"]), module
 
 
 def run_demo(out: str | Path = "demo", seed: int = 0, progress: bool = True,
@@ -261,7 +265,7 @@ def run_demo(out: str | Path = "demo", seed: int = 0, progress: bool = True,
     Args:
         out: output folder: the synthetic dataset in ``out/data``; beside it the teacher (``teacher_clip.pt``),
             the stage-1 student (``stage1_student.pt``, official stage-1 layout) and the fine-tuned classifier
-            (``classifier.pt``, with the class names; ``umt predict VIDEO --checkpoint out/classifier.pt``).
+            (``classifier.pt``, with the class names; ``umt classify --video VIDEO --checkpoint out/classifier.pt``).
         seed: seed of all training (the dataset itself is fixed).
         progress: progress bars.
         config: sizes and schedules (default: the full demo).
@@ -300,11 +304,12 @@ def run_demo(out: str | Path = "demo", seed: int = 0, progress: bool = True,
     lap("teacher_s")
 
     L.seed_everything(seed + 1, verbose=False)
-    pretrain = UMTPretrainModule(
-        model="umt_b16", model_options=c.student_options, teacher="clip_b16",
-        teacher_weights=str(teacher_file), teacher_options=c.teacher_options, mask_ratio=c.mask_ratio,
-        align_layers=c.align_layers, base_lr=c.pretrain_lr * 256 / c.pretrain_batch_size, min_lr=0.0,
-        warmup_epochs=min(1, c.pretrain_epochs), batch_size=c.pretrain_batch_size)
+    pretrain = UMTModule(
+        [AlignmentHead], encoder=c.student(final_norm=True, init="xavier"), teacher=c.teacher(str(teacher_file)),
+        masking=MaskingConfig(video_ratio=c.mask_ratio),
+        optimizer=OptimizerConfig(lr=c.pretrain_lr * 256 / c.pretrain_batch_size, min_lr=0.0,
+                                  warmup_epochs=min(1, c.pretrain_epochs), betas=(0.9, 0.95)),
+        data_info=DataInfo(clips_per_step=c.pretrain_batch_size))
     unlabelled = Clips(clips, torch.zeros(len(clips), dtype=torch.long), c.num_frames, True, seed)
     _trainer(out, c.pretrain_epochs, progress).fit(pretrain, _loader(unlabelled, c.pretrain_batch_size, True))
     student_file = out / "stage1_student.pt"
@@ -312,7 +317,8 @@ def run_demo(out: str | Path = "demo", seed: int = 0, progress: bool = True,
     lap("pretrain_s")
 
     pretrained_accuracy, finetuned = _finetune(student_file, data, c, out, seed, progress)
-    save_native(finetuned.model, out / "classifier.pt", "umt_b16", labels=class_names(c.synthetic))
+    save_native(classifier_from_module(finetuned), out / "classifier.pt", "umt_b16",
+                labels=class_names(c.synthetic))
     lap("finetune_pretrained_s")
     scratch_accuracy, _ = _finetune(None, data, c, out, seed, progress)
     lap("finetune_scratch_s")

@@ -1,7 +1,13 @@
-"""UMTPretrainModule: stage-1 UMT pre-training (masked student aligned with a frozen CLIP teacher) in Lightning."""
+"""UMTModule: the one LightningModule of the library, a masked student-teacher video encoder with task heads."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import importlib
+import logging
+import typing
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -9,123 +15,361 @@ import torch
 from lightning.pytorch.utilities import grad_norm
 from torch import Tensor, nn
 
-from umt.heads.alignment import AlignmentHead, alignment_layers
-from umt.losses import uta_loss
+from umt.checkpoints import CheckpointParts, check_fit, key_groups, read_parts
+from umt.heads.base import Batch, DataInfo, EncoderStep, EvalContext, Head, HeadContext, HeadFactory
 from umt.masking import attention_mask
-from umt.models.factory import create_model
-from umt.models.teacher import create_teacher
-from umt.optim import warmup_cosine
-from umt.rng import ResumesRandomStates
+from umt.models.teacher import CLIPTeacher, create_teacher
+from umt.models.vit import VideoViT, _init_weights
+from umt.optim import build_optimizer, schedule_multiplier
+from umt.options import EncoderConfig, MaskingConfig, OptimizerConfig, TeacherSpec
+from umt.plugins import factory_target, head_name
+from umt.rng import collect_rng_states, set_rng_states
+
+logger = logging.getLogger("umt")
 
 TEACHER_PREFIX = "teacher."
+AUTOCAST = {"float16": torch.float16, "bfloat16": torch.bfloat16, "none": None}
 
 
-class LeavesTeacherOut:
-    """LightningModule mixin for a module with a frozen ``teacher`` (or None) and ``teacher`` /
-    ``teacher_weights`` hyper-parameters: saved checkpoints leave the teacher's weights out and name the teacher
-    instead; loading puts this module's teacher weights back, so that loading stays strict."""
+class UMTModule(L.LightningModule):
+    """A ``VideoViT`` encoder, an optional frozen CLIP teacher with its masking policy, and task heads.
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith(TEACHER_PREFIX)]:
-            del state[key]
-        checkpoint["umt_teacher"] = {"name": self.hparams.teacher, "weights": self.hparams.teacher_weights}
-        super().on_save_checkpoint(checkpoint)  # type: ignore[misc]
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.teacher is not None:
-            checkpoint["state_dict"].update({TEACHER_PREFIX + k: v for k, v in self.teacher.state_dict().items()})
-        super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
-
-
-class UMTPretrainModule(LeavesTeacherOut, ResumesRandomStates, L.LightningModule):
-    """Stage 1 of UMT (SPEC.md §1): the frozen teacher sees every frame, its last-block CLS attention picks the
-    visible ``1 - mask_ratio`` of each frame's tokens, the student encodes only those, and K alignment heads
-    regress the teacher's last K layers at the visible positions with ``mean(2 - 2 cos)``.
-
-    The teacher never enters the optimizer, and is left out of saved checkpoints (they name it instead and
-    take its weights back from ``teacher_weights`` when loaded).
+    Per training batch the teacher (when a head asks for its targets) sees every frame, its last-block CLS
+    attention hides ``masking.video_ratio`` of each frame's tokens (``image_ratio`` for images), the encoder runs
+    once on what is left, and every head gets the same ``EncoderStep``; the loss is the sum over heads of
+    ``loss_weights[head] * sum(head losses)``. Evaluation runs the encoder on every token. The optimizer, its
+    schedule, the checkpoint policy (teacher left out and named, random states saved for an exact resume) and the
+    logging (``{stage}/{head}/{metric}``) are the same for every task.
 
     Args:
-        model: student size (``umt_b16``, ``umt_l16``); ``model_options`` override its fields.
-        teacher: teacher size (``clip_b16``, ``clip_l14``); ``teacher_weights`` is a CLIP file (random without
-            one: only for tests); ``teacher_options`` override its fields.
-        mask_ratio: share of each frame's tokens the student does not see.
-        align_layers: K, the student and teacher layers aligned (the last K of each).
-        base_lr: learning rate per 256 clips; the peak is ``base_lr * batch_size * world size * accumulation
-            / 256`` (``min_lr`` likewise).
-        batch_size: clips per process and step, used for the lr scaling when the trainer has no data module
-            (otherwise the data module's ``batch_size``).
-        warmup_epochs: linear warm-up from 0, then per-step cosine to ``min_lr``.
-        seed: masks are drawn from a generator seeded by ``(seed, global step)``; with the random states
-            saved in checkpoints this makes a resumed run follow the uninterrupted one.
+        heads: head factories (entry-point names or class paths in recipes) with their options.
+        encoder: the video encoder's size and options.
+        teacher: the frozen CLIP teacher, or None (no alignment loss).
+        masking: the attention-masking ratios (used with a teacher).
+        optimizer: AdamW, layer decay, lr scaling and schedule.
+        loss_weights: weight of each head's summed losses by head name (unnamed heads: 1; 0: evaluation only).
+        checkpoint: initial weights: any file ``umt.checkpoints.read_parts`` reads; the encoder loads strictly,
+            each head takes its own part.
+        trust_pickle: allow checkpoint files holding Python objects besides tensors (trusted sources only).
+        data_info: what the data module states (classes, clips per step); linked by the CLI.
+        seed: masks, negatives and corruption come from a generator seeded by ``(seed, global step)``.
     """
 
     def __init__(
         self,
-        model: str = "umt_b16",
-        model_options: dict[str, Any] | None = None,
-        teacher: str = "clip_b16",
-        teacher_weights: str | None = None,
-        teacher_options: dict[str, Any] | None = None,
-        mask_ratio: float = 0.8,
-        align_layers: int = 6,
-        base_lr: float = 1.5e-4,
-        min_lr: float = 1e-5,
-        warmup_epochs: float = 40,
-        weight_decay: float = 0.05,
-        betas: tuple[float, float] = (0.9, 0.95),
-        batch_size: int = 64,
+        heads: Sequence[HeadFactory | dict[str, Any]],
+        encoder: EncoderConfig = EncoderConfig(),
+        teacher: TeacherSpec | None = None,
+        masking: MaskingConfig = MaskingConfig(),
+        optimizer: OptimizerConfig = OptimizerConfig(),
+        loss_weights: dict[str, float] | None = None,
+        checkpoint: str | None = None,
+        trust_pickle: bool = False,
+        data_info: DataInfo | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        options = {"num_classes": 0, "final_norm": True, "pos_embed": "extend", **(model_options or {})}
-        self.encoder = create_model(model, **options).encoder
-        self.encoder.apply(_xavier_linear)
-        self.teacher = create_teacher(teacher, teacher_weights, **(teacher_options or {}))
+        heads = [head_factory(spec) if isinstance(spec, dict) else spec for spec in heads]
+        encoder, teacher = typed(EncoderConfig, encoder), typed(TeacherSpec, teacher)
+        masking = typed(MaskingConfig, masking)
+        optimizer, data_info = typed(OptimizerConfig, optimizer), typed(DataInfo, data_info)
+        self.save_hyperparameters(ignore=["heads"])
+        self.hparams["heads"] = [head_spec(factory) for factory in heads]
+        self.optimizer_config, self.masking, self.teacher_spec = optimizer, masking, teacher
+        self.data_info, self.seed = data_info, seed
+        if not heads:
+            raise ValueError("UMTModule needs at least one head")
+        parts = None if checkpoint is None else read_parts(checkpoint, trust_pickle)
+        self.encoder = VideoViT(encoder.model_config(None if parts is None else parts.hints))
+        if encoder.init == "xavier":
+            self.encoder.apply(_xavier_linear)
+        self.teacher: CLIPTeacher | None = None
+        if teacher is not None:
+            self.teacher = create_teacher(teacher.name, teacher.weights, AUTOCAST[teacher.autocast],
+                                          **teacher.overrides())
+            if self.teacher.config.grid != self.encoder.config.grid[0]:
+                raise ValueError(f"teacher grid {self.teacher.config.grid} != student grid "
+                                 f"{self.encoder.config.grid[0]}: the teacher's attention must index the student's "
+                                 "tokens (set teacher.image_size)")
         config = self.encoder.config
-        if self.teacher.config.grid != config.grid[0]:
-            raise ValueError(f"teacher grid {self.teacher.config.grid} != student grid {config.grid[0]}: the masks "
-                             "of the teacher's attention must index the student's tokens")
-        self.return_layers = alignment_layers(config.depth, align_layers)
-        self.head = AlignmentHead(config.embed_dim, self.teacher.config.output_dim, config.num_tokens, align_layers)
+        self.heads = nn.ModuleDict()
+        for factory in heads:
+            name = _head_name(factory, self.heads)
+            context = HeadContext(name, config.embed_dim, config.depth, config.num_frames, config.tubelet_size,
+                                  config.grid, None if self.teacher is None else self.teacher.config.output_dim,
+                                  None if self.teacher is None else self.teacher.config.return_layers,
+                                  data_info or DataInfo())
+            head = factory(context)
+            if not isinstance(head, Head):
+                raise TypeError(f"head {name!r} is a {type(head).__name__}, not a umt.heads.base.Head")
+            self.heads[name] = head
+        self.loss_weights = {name: float((loss_weights or {}).get(name, 1.0)) for name in self.heads}
+        unknown = sorted(set(loss_weights or {}) - set(self.heads))
+        if unknown:
+            raise ValueError(f"loss_weights name unknown heads {unknown}; the heads are {list(self.heads)}")
+        needs_teacher = [n for n, h in self.heads.items() if h.requirements().teacher and self.loss_weights[n]]
+        if needs_teacher and self.teacher is None:
+            raise ValueError(f"head(s) {needs_teacher} align with a teacher: set model.teacher (or their loss weight "
+                             "to 0)")
+        self.return_layers = sorted({i for h in self.heads.values() for i in h.requirements().layers})
+        if parts is not None:
+            self._load(parts)
+        self._rng_states_to_restore: dict[str, Any] | None = None
+        self._schedule: tuple[int, int] | None = None
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        """Loss of one batch ``{"video": [B, 3, T, H, W], ...}``."""
-        video = batch["video"]
-        with torch.no_grad():
-            target = self.teacher(video)
-            generator = torch.Generator(video.device).manual_seed(self.hparams.seed * 1_000_003 + self.global_step)
-            mask = attention_mask(target.cls_attention.float(), video.shape[2], self.hparams.mask_ratio, generator)
-            visible = target.features[:, ~mask].reshape(len(target.features), video.shape[0], -1,
-                                                         target.features.shape[-1])
-        aligned = self.head(self.encoder(video, mask, self.return_layers), mask)
-        loss = uta_loss(aligned, visible)
-        self.log("train/loss", loss, prog_bar=True, batch_size=video.shape[0])
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=video.shape[0])
-        self.log("train/visible_tokens", (~mask).sum(1).float().mean(), batch_size=video.shape[0])
-        return loss
+    # ----------------------------------------------------------------------------------------------- loading
+    def _load(self, parts: CheckpointParts) -> None:
+        """Load the encoder strictly and hand the rest to the heads; log what was dropped or left fresh."""
+        state = dict(parts.encoder)
+        target = self.encoder.state_dict()
+        dropped = list(parts.dropped)
+        for key in [k for k in state if k not in target and (k.startswith("norm.") or k == "pos_embed")]:
+            dropped.append("encoder." + key)  # a stage-1 norm unused by a classifier, a table the model computes
+            del state[key]
+        check_fit(state, target, "the encoder", parts.family, prefix="encoder.")
+        self.encoder.load_state_dict(state, strict=True)
+        used: set[str] = set()
+        fresh: list[str] = []
+        for name, head in self.heads.items():
+            taken, initialised = head.load_state(parts)
+            used |= taken
+            fresh += [f"heads.{name}.{k}" for k in initialised]
+        unused = sorted(set(parts.rest) - used)
+        logger.info(f"loaded {parts.family} checkpoint: encoder strict; dropped by design {key_groups(dropped)}; "
+                    f"not used by these heads {key_groups(unused)}; heads initialised fresh {key_groups(fresh)}")
+
+    # ----------------------------------------------------------------------------------------------- forward
+    def encode(self, video: Tensor, train: bool) -> EncoderStep:
+        """One encoder pass: masked by the teacher in training when a head needs its targets, else whole.
+
+        Args:
+            video: ``[B, 3, T, H, W]`` (T = 1: images).
+            train: a training step (masks, the step's generator).
+        """
+        generator = None
+        if train:
+            generator = torch.Generator(video.device).manual_seed(self.seed * 1_000_003 + self.global_step)
+        mask = targets = None
+        if train and self.teacher is not None and any(
+                head.requirements().teacher and self.loss_weights[name] for name, head in self.heads.items()):
+            with torch.no_grad():
+                target = self.teacher(video)
+                frames = video.shape[2]
+                ratio = self.masking.image_ratio if frames == 1 else self.masking.video_ratio
+                mask = attention_mask(target.cls_attention.float(), frames, ratio, generator)
+                features = target.features
+                targets = features[:, ~mask].reshape(len(features), video.shape[0], -1, features.shape[-1])
+        output = self.encoder(video, mask, self.return_layers)
+        return EncoderStep(output, dict(zip(self.return_layers, output.layers, strict=True)), mask, targets,
+                           generator)
+
+    def forward(self, video: Tensor) -> EncoderStep:
+        """The encoder on every token of ``video [B, 3, T, H, W]``."""
+        return self.encode(video, train=False)
+
+    # ---------------------------------------------------------------------------------------------- training
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        """Weighted sum of every head's losses on one batch."""
+        for head in self.heads.values():
+            head.on_train_step_start()
+            batch = head.transform_batch(batch)
+        step = self.encode(batch["video"], train=True)
+        size = batch["video"].shape[0]
+        total = torch.zeros((), device=self.device)
+        logs: dict[str, Tensor] = {}
+        for name, head in self.heads.items():
+            if not self.loss_weights[name]:
+                continue
+            losses = head.losses(step, batch)
+            weighted = self.loss_weights[name] * sum(losses.values())
+            total = total + weighted
+            logs |= {f"train/{name}/{key}": value.detach() for key, value in losses.items()}
+            logs |= {f"train/{name}/{key}": value for key, value in head.train_logs().items()}
+        self.log("train/loss", total, prog_bar=True, batch_size=size)
+        self.log_dict(logs, batch_size=size)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[-1]["lr"], batch_size=size)
+        if step.mask is not None:
+            self.log("train/visible_tokens", (~step.mask).sum(1).float().mean(), batch_size=size)
+        return total
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        self.log("train/grad_norm", grad_norm(self, norm_type=2)["grad_2.0_norm_total"])
+        norms = grad_norm(self, norm_type=2)
+        if "grad_2.0_norm_total" in norms:
+            self.log("train/grad_norm", norms["grad_2.0_norm_total"])
+
+    # -------------------------------------------------------------------------------------------- evaluation
+    def _eval_step(self, batch: Batch, stage: str) -> None:
+        step = self.encode(batch["video"], train=False)
+        for name, head in self.heads.items():
+            values = head.eval_step(step, batch, stage)
+            if values:
+                self.log_dict({f"{stage}/{name}/{k}": v for k, v in values.items()}, sync_dist=True,
+                              batch_size=batch["video"].shape[0])
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        world = self.trainer.world_size
+        context = EvalContext(
+            stage, self.global_rank, world, gather=lambda t: self.all_gather(t).reshape(world, *t.shape),
+            reduce=lambda t, op: self.trainer.strategy.reduce(t, reduce_op=op),
+            datamodule=getattr(self.trainer, "datamodule", None), device=self.device,
+            is_global_zero=self.trainer.is_global_zero)
+        for name, head in self.heads.items():
+            metrics = head.eval_epoch_end(context)
+            self.log_dict({f"{stage}/{name}/{k}": float(v) if not isinstance(v, Tensor) else v
+                           for k, v in metrics.items()})
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_validation_epoch_start(self) -> None:
+        for head in self.heads.values():
+            head.eval_epoch_start("val")
+
+    def on_test_epoch_start(self) -> None:
+        for head in self.heads.values():
+            head.eval_epoch_start("test")
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:  # the sanity batches are discarded at the next epoch start
+            self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> Any:
+        """The first head's predictions of one batch."""
+        step = self.encode(batch["video"], train=False)
+        return next(iter(self.heads.values())).predict(step, batch)
+
+    # ----------------------------------------------------------------------------------------- optimisation
+    def clips_per_step(self) -> int:
+        """Clips per process and optimizer step (before accumulation) from the data module.
+
+        Raises:
+            ValueError: the lr is batch-scaled and neither ``data_info`` nor the data module gives it.
+        """
+        info = self.data_info
+        if info is not None and info.clips_per_step:
+            return info.clips_per_step
+        options = getattr(getattr(self.trainer, "datamodule", None), "hparams", {})
+        if "batch_size" in options:
+            return options["batch_size"] * options.get("num_sample", 1)
+        raise ValueError("the lr is scaled by the batch: give data_info.clips_per_step (the CLI links it from the "
+                         "data module) or set optimizer.batch_scaled false")
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW without weight decay on 1-D parameters; lr warm-up and cosine per step."""
-        h = self.hparams
-        trainable = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
-        groups = [{"params": [p for _, p in trainable if p.ndim > 1], "weight_decay": h.weight_decay},
-                  {"params": [p for _, p in trainable if p.ndim <= 1], "weight_decay": 0.0}]
-        data = getattr(self.trainer, "datamodule", None)
-        batch_size = getattr(data, "hparams", {}).get("batch_size", h.batch_size)
-        scale = batch_size * self.trainer.world_size * self.trainer.accumulate_grad_batches / 256
-        optimizer = torch.optim.AdamW(groups, lr=h.base_lr * scale, betas=h.betas, eps=1e-8)
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warmup = round(total * h.warmup_epochs / max(self.trainer.max_epochs or 1, 1))
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, warmup, total, h.min_lr / h.base_lr))
+        """AdamW over the encoder's layer-decay groups and the heads' groups; warm-up then per-step cosine."""
+        config = self.optimizer_config
+        scale = 1.0
+        if config.batch_scaled:
+            scale = self.clips_per_step() * self.trainer.world_size * self.trainer.accumulate_grad_batches / 256
+        head_groups = {name: list(head.param_groups()) for name, head in self.heads.items()}
+        optimizer = build_optimizer(self.encoder, dict(self.heads.items()), head_groups, config, scale)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: self._multiplier(step))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
+    def _multiplier(self, step: int) -> float:
+        """Fraction of the peak lr at optimizer step ``step`` (1 until ``on_train_start`` knows the steps)."""
+        if self._schedule is None:
+            return 1.0
+        warmup, total = self._schedule
+        return schedule_multiplier(step, warmup, total, self.optimizer_config)
+
+    def on_train_start(self) -> None:
+        """Fix the warm-up and total steps once the trainer knows them (also on resume) and set the lrs of the
+        coming step (asking for the steps in ``configure_optimizers`` would break a mid-epoch resume)."""
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
+        self._schedule = (round(total * self.optimizer_config.warmup_epochs / epochs), total)
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, strict=True):
+                group["lr"] = base * self._multiplier(scheduler.last_epoch)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self._rng_states_to_restore is not None:
+            set_rng_states(self._rng_states_to_restore)
+            self._rng_states_to_restore = None
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Leave the teacher out (its name and weights file are recorded), record the heads and random states."""
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith(TEACHER_PREFIX)]:
+            del state[key]
+        teacher = self.teacher_spec
+        checkpoint["umt_teacher"] = None if teacher is None else {"name": teacher.name, "weights": teacher.weights}
+        checkpoint["umt_heads"] = {name: {"class_path": f"{type(h).__module__}.{type(h).__qualname__}",
+                                          "options": h.describe()} for name, h in self.heads.items()}
+        checkpoint["umt_rng_states"] = collect_rng_states()
+        checkpoint["hyper_parameters"] = plain(dict(checkpoint.get("hyper_parameters", {})))
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Put this module's teacher weights back (loading stays strict); restore the random states at the first
+        training batch."""
+        if self.teacher is not None:
+            checkpoint["state_dict"].update({TEACHER_PREFIX + k: v for k, v in self.teacher.state_dict().items()})
+        self._rng_states_to_restore = checkpoint.get("umt_rng_states")
+
+
+def typed(cls: type, value: Any) -> Any:
+    """``value`` as the dataclass ``cls`` when it is a dict (a checkpoint's plain hyper-parameters), else as is."""
+    if not isinstance(value, dict):
+        return value
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: _typed_hint(hints[k], v) for k, v in value.items() if k in fields})
+
+
+def _typed_hint(hint: Any, value: Any) -> Any:
+    for candidate in (hint, *typing.get_args(hint)):
+        if isinstance(candidate, type) and dataclasses.is_dataclass(candidate) and isinstance(value, dict):
+            return typed(candidate, value)
+    return tuple(value) if isinstance(value, list) and typing.get_origin(hint) is tuple else value
+
+
+def plain(value: Any) -> Any:
+    """Dataclasses as dicts, tuples as lists, recursively: what a ``weights_only`` checkpoint load accepts."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def head_spec(factory: HeadFactory) -> dict[str, Any]:
+    """``{"class_path", "init_args"}`` of a head factory (a class, or partials of one), for the checkpoint."""
+    options: dict[str, Any] = {}
+    layer: Any = factory
+    while isinstance(layer, functools.partial):
+        options = {**layer.keywords, **options}
+        layer = layer.func
+    target = factory_target(factory)
+    return {"class_path": f"{target.__module__}.{target.__qualname__}", "init_args": plain(options)}
+
+
+def head_factory(spec: dict[str, Any]) -> HeadFactory:
+    """The head factory of a ``head_spec`` (the class imported, dict options made its dataclasses again)."""
+    module, _, name = spec["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    hints = typing.get_type_hints(cls.__init__)
+    options = {k: _typed_hint(hints.get(k, Any), v) for k, v in spec.get("init_args", {}).items()}
+    return functools.partial(cls, **options)
+
+
+def _head_name(factory: HeadFactory, taken: Mapping[str, Any]) -> str:
+    """A head's name: its entry-point name when registered, else its class name in snake case; ``_2`` etc. for
+    repeats."""
+    base = head_name(factory)
+    name, count = base, 2
+    while name in taken:
+        name, count = f"{base}_{count}", count + 1
+    return name
 
 
 def _xavier_linear(module: nn.Module) -> None:
@@ -134,3 +378,6 @@ def _xavier_linear(module: nn.Module) -> None:
         nn.init.xavier_uniform_(module.weight)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
+
+
+__all__ = ["UMTModule", "_init_weights"]

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
-from typing import Any
+from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from umt.heads.base import ParamGroup
+    from umt.options import OptimizerConfig
 
 EMBEDDING_NAMES = frozenset({"patch_embed", "pos_embed", "cls_token", "mask_token"})
 """Name components of the parameters below block 0 (layer id 0)."""
@@ -43,15 +48,21 @@ def layer_decay_groups(named_parameters: Collection[tuple[str, nn.Parameter]], d
     Trainable parameters only; groups keep the order of first appearance. A scheduler multiplies its lr by
     ``lr_scale`` (see :func:`warmup_cosine`).
     """
-    scales = layer_scales(depth, layer_decay)
-    groups: dict[tuple[int, bool], dict[str, Any]] = {}
-    for name, parameter in named_parameters:
+    entries = [(name, parameter, layer_id(name, depth), 1.0) for name, parameter in named_parameters]
+    return _groups(entries, layer_scales(depth, layer_decay), weight_decay, no_weight_decay)
+
+
+def _groups(entries: Collection[tuple[str, nn.Parameter, int, float]], scales: list[float], weight_decay: float,
+            no_weight_decay: Collection[str]) -> list[dict[str, Any]]:
+    """Groups of ``(name, parameter, layer id, extra lr factor)`` by (layer, decays, factor), in first-seen order."""
+    groups: dict[tuple[int, bool, float], dict[str, Any]] = {}
+    for name, parameter, layer, extra in entries:
         if not parameter.requires_grad:
             continue
-        layer, decay = layer_id(name, depth), decays(name, parameter, no_weight_decay)
-        group = groups.setdefault((layer, decay), {"params": [], "param_names": [], "layer_id": layer,
-                                                   "lr_scale": scales[layer],
-                                                   "weight_decay": weight_decay if decay else 0.0})
+        decay = decays(name, parameter, no_weight_decay)
+        group = groups.setdefault((layer, decay, extra), {"params": [], "param_names": [], "layer_id": layer,
+                                                          "lr_scale": scales[layer] * extra,
+                                                          "weight_decay": weight_decay if decay else 0.0})
         group["params"].append(parameter)
         group["param_names"].append(name)
     return list(groups.values())
@@ -64,3 +75,43 @@ def warmup_cosine(step: int, warmup: int, total: int, floor: float, start: float
         return start + (1 - start) * step / warmup
     progress = min((step - warmup) / max(total - warmup, 1), 1.0)
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+
+NO_WEIGHT_DECAY = ("pos_embed", "cls_token")
+"""Names the official models exclude from weight decay (``no_weight_decay()``), besides 1-D parameters."""
+
+
+def schedule_multiplier(step: int, warmup: int, total: int, config: OptimizerConfig) -> float:
+    """Fraction of the peak lr at optimizer step ``step`` for ``config`` (warm-up from ``warmup_lr``, cosine to
+    ``min_lr``, floored at ``min_lr`` throughout with ``floor_warmup``)."""
+    floor = config.min_lr / config.lr
+    value = warmup_cosine(step, warmup, total, floor, config.warmup_lr / config.lr)
+    return max(value, floor) if config.floor_warmup else value
+
+
+def build_optimizer(encoder: nn.Module, heads: Mapping[str, nn.Module],
+                    head_groups: Mapping[str, Collection[ParamGroup]], config: OptimizerConfig,
+                    scale: float = 1.0) -> torch.optim.AdamW:
+    """AdamW over the encoder's layer-decay groups and the heads' parameters (layer id ``depth + 1``).
+
+    Every group records ``peak_lr`` = ``config.lr * scale * layer factor * head group factor``; the schedule sets
+    ``lr`` from it each step. Weight decay only on parameters with more than one dimension (not biases, norms,
+    temperatures, ``pos_embed``).
+
+    Args:
+        encoder: the ``VideoViT``.
+        heads: the heads by name.
+        head_groups: each head's ``ParamGroup`` list (parameters with their own lr factor).
+        config: optimizer options.
+        scale: lr factor from the global batch.
+    """
+    depth = len(encoder.blocks)
+    entries = [(f"encoder.{n}", p, layer_id(n, depth), 1.0) for n, p in encoder.named_parameters()]
+    for name, head in heads.items():
+        factors = {id(p): group.lr_scale for group in head_groups.get(name, ()) for p in group.params}
+        entries += [(f"heads.{name}.{n}", p, depth + 1, factors.get(id(p), 1.0)) for n, p in head.named_parameters()]
+    groups = _groups(entries, layer_scales(depth, config.layer_decay), config.weight_decay, NO_WEIGHT_DECAY)
+    for group in groups:
+        group["lr"] = group["peak_lr"] = config.lr * scale * group["lr_scale"]
+    return torch.optim.AdamW(groups, lr=config.lr * scale, betas=tuple(config.betas), eps=config.eps)

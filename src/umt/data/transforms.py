@@ -217,12 +217,13 @@ def crop_views(clip: Tensor, size: int = 224, num_crops: int = 3) -> list[Tensor
     return [crop_view(clip, size, num_crops, crop) for crop in range(num_crops)]
 
 
-def stage2_train_transform(size: int = 224) -> Transform:
+def stage2_train_transform(size: int = 224, flip: bool = True) -> Transform:
     """Stage-2 training transform (SPEC §3.6): RandomResizedCrop(scale (0.5, 1.0), bicubic) + horizontal flip,
     same for all frames, /255, ImageNet mean/std: uint8 ``[T, H, W, 3]`` -> float ``[3, T, size, size]``.
-    Resizing is done without antialias, as the official transforms did on tensors."""
+    Resizing is done without antialias, as the official transforms did on tensors. ``flip=False`` leaves the flip
+    out (for labels that name left and right, e.g. synthetic QA)."""
     crop = v2.RandomResizedCrop(size, scale=(0.5, 1.0), interpolation=InterpolationMode.BICUBIC, antialias=False)
-    return v2.Compose([to_frames, crop, v2.RandomHorizontalFlip(0.5), _finish])
+    return v2.Compose([to_frames, crop, *([v2.RandomHorizontalFlip(0.5)] if flip else []), _finish])
 
 
 def stage2_eval_transform(size: int = 224) -> Transform:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from umt.heads.base import HeadContext
 from umt.heads.classification import ClassificationHead
 from umt.models.config import ModelConfig
 from umt.models.vit import EncoderOutput, VideoViT
@@ -18,9 +19,8 @@ class VideoClassifier(nn.Module):
         self.config = config
         self.encoder = VideoViT(config)
         self.head = ClassificationHead(
-            config.embed_dim, config.num_classes, config.norm_eps, config.fc_drop_rate, config.head_init_scale,
-            config.num_frames // config.tubelet_size if config.head_pool == "frames" else None,
-        )
+            HeadContext.from_config(config), config.num_classes, config.fc_drop_rate, config.head_init_scale,
+            config.head_pool, config.norm_eps, label_smoothing=0.0)
 
     def encode(self, video: Tensor, mask: Tensor | None = None) -> EncoderOutput:
         """Encoder tokens of ``video`` (see ``VideoViT.forward``)."""

@@ -23,7 +23,8 @@ class ModelConfig:
         patch_size: spatial patch side in pixels.
         tubelet_size: frames per token (1 in every UMT model).
         num_frames: input frames T.
-        img_size: input side H = W in pixels.
+        img_size: input side H = W in pixels (with ``pos_embed="online"``: the side of the table's grid;
+            inputs may then have any H and W that are multiples of ``patch_size``).
         in_chans: input channels.
         qkv_bias: learnable q and v biases (k has none), the official layout.
         norm_eps: LayerNorm epsilon of blocks and norms.
@@ -70,8 +71,9 @@ class ModelConfig:
             problems.append(f"num_frames={self.num_frames} is not a multiple of tubelet_size={self.tubelet_size}")
         if self.head_pool not in ("mean", "frames"):
             problems.append(f"head_pool={self.head_pool!r} is not one of 'mean', 'frames'")
-        if self.pos_embed not in ("interpolate", "extend", "checkpoint"):
-            problems.append(f"pos_embed={self.pos_embed!r} is not one of 'interpolate', 'extend', 'checkpoint'")
+        if self.pos_embed not in ("interpolate", "extend", "checkpoint", "online"):
+            problems.append(f"pos_embed={self.pos_embed!r} is not one of 'interpolate', 'extend', 'checkpoint', "
+                            "'online'")
         if min(self.embed_dim, self.depth, self.num_heads, self.num_frames, self.img_size) <= 0:
             problems.append("embed_dim, depth, num_heads, num_frames and img_size must be positive")
         if self.num_classes < 0 or not 0 <= self.checkpoint_blocks <= self.depth:

@@ -68,3 +68,16 @@ def create_model(
         model = VideoClassifier(config)
     load_weights(model, loaded, head_mode)
     return model
+
+
+def classifier_from_module(module: torch.nn.Module, head: str = "classification") -> VideoClassifier:
+    """A standalone ``VideoClassifier`` with the encoder and the ``head`` of a ``UMTModule`` (same weights)."""
+    classifier_head = module.heads[head]
+    config = module.encoder.config.replace(
+        num_classes=classifier_head.num_classes, norm_eps=classifier_head.fc_norm.eps,
+        head_pool="frames" if classifier_head.pool_frames else "mean")
+    model = VideoClassifier(config)
+    state = {f"encoder.{k}": v for k, v in module.encoder.state_dict().items()}
+    state |= {f"head.{k}": v for k, v in classifier_head.state_dict().items()}
+    model.load_state_dict(state, strict=True)
+    return model

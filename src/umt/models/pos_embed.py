@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-PosEmbedPolicy = Literal["interpolate", "extend", "checkpoint"]
+PosEmbedPolicy = Literal["interpolate", "extend", "checkpoint", "online"]
 """How a model gets its position table (SPEC.md §5.5):
 
 - ``interpolate``: the classifier rule: the 1-D sinusoid of the pre-training grid (8 x 14 x 14), resized
@@ -15,6 +15,8 @@ PosEmbedPolicy = Literal["interpolate", "extend", "checkpoint"]
 - ``extend``: the stage-2 rule: the 1-D sinusoid computed directly over the current T*h*w positions
   (optionally over ``ckpt_num_frames`` frames, then linearly interpolated in time).
 - ``checkpoint``: the table is carried by the checkpoint (a persistent buffer, loaded with the weights).
+- ``online``: the AVA detector rule: the pre-training sinusoid is resized (as ``interpolate``) at every
+  forward to the token grid of the input, whose frames need not be square.
 """
 
 
@@ -62,7 +64,19 @@ def interpolated_table(
 ) -> torch.Tensor:
     """Classifier table ``[num_frames*h*w, dim]``: the ``base_frames x base_grid`` sinusoid, resized in
     space (bicubic) first, then in time (linear), as the official fine-tuning model builds it."""
-    table = sinusoid_table(base_frames * base_grid[0] * base_grid[1], dim)
+    return resized_table(sinusoid_table(base_frames * base_grid[0] * base_grid[1], dim), num_frames, grid,
+                         base_frames, base_grid)
+
+
+def resized_table(
+    table: torch.Tensor,
+    num_frames: int,
+    grid: tuple[int, int],
+    base_frames: int = 8,
+    base_grid: tuple[int, int] = (14, 14),
+) -> torch.Tensor:
+    """``table [base_frames*base_h*base_w, C]`` resized per frame to ``grid`` (bicubic), then along time to
+    ``num_frames`` (linear): ``[num_frames*h*w, C]``."""
     table = _resize_space(table, base_frames, base_grid, grid)
     return _resize_time(table, base_frames, num_frames, grid)
 

@@ -139,16 +139,18 @@ class TextEncoder(nn.Module):
     ``cls.predictions.bias``).
     """
 
-    def __init__(self, config: TextConfig) -> None:
+    def __init__(self, config: TextConfig, mlm_head: bool = True) -> None:
+        """``mlm_head=False`` leaves out ``cls.*`` (the official downstream ``BertModel``, e.g. video QA)."""
         super().__init__()
         self.config = config
         bert = config.bert_config()
         self.bert = BertBackbone(config, bert)
-        self.cls = BertOnlyMLMHead(bert)
+        self.cls = BertOnlyMLMHead(bert) if mlm_head else None
         self.apply(_init_weights)
-        predictions = self.cls.predictions
-        predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
-        predictions.decoder.bias = predictions.bias
+        if self.cls is not None:
+            predictions = self.cls.predictions
+            predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
+            predictions.decoder.bias = predictions.bias
 
     def check_text(self, input_ids: Tensor, attention_mask: Tensor) -> None:
         """Raise ``ValueError`` unless ids and mask are equal-shaped ``[B, L]`` with L <= ``max_positions``."""
@@ -190,6 +192,8 @@ class TextEncoder(nn.Module):
     def mlm_logits(self, input_ids: Tensor, attention_mask: Tensor, video_tokens: Tensor,
                    video_mask: Tensor | None = None) -> Tensor:
         """All layers then the MLM head: ``input_ids [B, L]`` with ``video_tokens [B, N, Cv]`` -> ``[B, L, vocab]``."""
+        if self.cls is None:
+            raise RuntimeError("this text encoder was built without its MLM head (mlm_head=False)")
         states = self.forward_text(input_ids, attention_mask)
         return self.cls(self.forward_fusion(states, attention_mask, video_tokens, video_mask))
 
@@ -209,7 +213,8 @@ class TextEncoder(nn.Module):
         for key, value in state.items():
             name = key if key.startswith(("bert.", "cls.")) else "bert." + key
             name = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", name))
-            if name.endswith("position_ids") or name.startswith(_NOT_LOADED):
+            if name.endswith("position_ids") or name.startswith(_NOT_LOADED) or (
+                    self.cls is None and name.startswith("cls.")):
                 continue
             if name not in target:
                 raise ValueError(f"{path}: weight {key} has no place in the text encoder")

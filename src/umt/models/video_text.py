@@ -13,7 +13,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from umt import zoo
-from umt.checkpoints import Checkpoint, CheckpointError, load_video_text_weights, read_video_text_checkpoint
+from umt.checkpoints import (
+    Checkpoint,
+    CheckpointError,
+    load_video_text_weights,
+    read_parts,
+    read_video_text_checkpoint,
+)
 from umt.models.classifier import VideoClassifier
 from umt.models.config import MODEL_CONFIGS, ModelConfig
 from umt.models.text import TEXT_CONFIGS, TextConfig, TextEncoder
@@ -66,41 +72,27 @@ VIDEO_TEXT_CONFIGS: dict[str, VideoTextConfig] = {
 """Stage-2 sizes (4 frames, 224 px): UMT-B/16 with BERT-base, UMT-L/16 with BERT-large."""
 
 
-class VideoTextModel(nn.Module):
-    """Video encoder plus text encoder, keyed like the official stage-2 ``UMT`` (without its teacher).
+class VideoTextTower(nn.Module):
+    """The text side of a stage-2 model, keyed like the official ``UMT``: BERT with fusion layers
+    (``text_encoder``), the contrastive projections, the ITM head and the temperature.
 
-    Typical use: ``tokens, pooled = model.encode_video(video)``; ``text = model.encode_text(ids, mask)``;
-    ``model.similarity(pooled, text)`` ranks by contrastive score, ``model.itm_scores(tokens, text, mask)``
-    re-ranks by the matching head.
+    Args:
+        text: the BERT sizes (``encoder_width`` = the video width).
+        embed_dim: width E of the contrastive projections.
+        temp: initial temperature.
     """
 
-    def __init__(self, config: VideoTextConfig) -> None:
+    def __init__(self, text: TextConfig, embed_dim: int = 512, temp: float = 0.07) -> None:
         super().__init__()
-        self.config = config
-        self.vision_encoder = VideoClassifier(config.vision)
-        self.text_encoder = TextEncoder(config.text)
-        self.vision_proj = nn.Linear(config.vision.embed_dim, config.embed_dim)
-        self.text_proj = nn.Linear(config.text.hidden_size, config.embed_dim)
-        self.itm_head = nn.Linear(config.text.hidden_size, 2)
-        self.temp = nn.Parameter(torch.tensor(config.temp))
+        self.text_config = text
+        self.text_encoder = TextEncoder(text)
+        self.vision_proj = nn.Linear(text.encoder_width, embed_dim)
+        self.text_proj = nn.Linear(text.hidden_size, embed_dim)
+        self.itm_head = nn.Linear(text.hidden_size, 2)
+        self.temp = nn.Parameter(torch.tensor(temp))
         for layer in (self.vision_proj, self.text_proj, self.itm_head):
             nn.init.xavier_uniform_(layer.weight)
             nn.init.zeros_(layer.bias)
-
-    def encode_video(self, video: Tensor, mask: Tensor | None = None, per_frame: bool = False) -> tuple[Tensor, Tensor]:
-        """Encode ``video [B, 3, T, H, W]`` (T = 1: an image).
-
-        Args:
-            mask: optional bool ``[B, N]``, True = dropped token (see ``VideoViT.forward``).
-            per_frame: pool each frame separately (the official ``keep_temporal``; needs no mask).
-
-        Returns:
-            tokens ``[B, N_vis, C]`` after the final norm, and pooled ``[B, 1, C]`` (``[B, T, C]`` per frame),
-            ``pool_norm`` of the token mean.
-        """
-        out = self.vision_encoder.encode(video, mask)
-        pooled = self.vision_encoder.head.pool(out, per_frame)
-        return out.tokens, pooled if per_frame else pooled[:, None]
 
     def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Text-only layers: ``input_ids [B, L]``, ``attention_mask [B, L]`` -> ``[B, L, H]``."""
@@ -160,6 +152,35 @@ class VideoTextModel(nn.Module):
         return self.text_encoder.mlm_logits(input_ids, attention_mask, video_tokens)
 
 
+class VideoTextModel(VideoTextTower):
+    """Video encoder plus text encoder, keyed like the official stage-2 ``UMT`` (without its teacher).
+
+    Typical use: ``tokens, pooled = model.encode_video(video)``; ``text = model.encode_text(ids, mask)``;
+    ``model.similarity(pooled, text)`` ranks by contrastive score, ``model.itm_scores(tokens, text, mask)``
+    re-ranks by the matching head.
+    """
+
+    def __init__(self, config: VideoTextConfig) -> None:
+        super().__init__(config.text, config.embed_dim, config.temp)
+        self.config = config
+        self.vision_encoder = VideoClassifier(config.vision)
+
+    def encode_video(self, video: Tensor, mask: Tensor | None = None, per_frame: bool = False) -> tuple[Tensor, Tensor]:
+        """Encode ``video [B, 3, T, H, W]`` (T = 1: an image).
+
+        Args:
+            mask: optional bool ``[B, N]``, True = dropped token (see ``VideoViT.forward``).
+            per_frame: pool each frame separately (the official ``keep_temporal``; needs no mask).
+
+        Returns:
+            tokens ``[B, N_vis, C]`` after the final norm, and pooled ``[B, 1, C]`` (``[B, T, C]`` per frame),
+            ``pool_norm`` of the token mean.
+        """
+        out = self.vision_encoder.encode(video, mask)
+        pooled = self.vision_encoder.head.pool(out, per_frame)
+        return out.tokens, pooled if per_frame else pooled[:, None]
+
+
 def create_video_text_model(
     config: str | VideoTextConfig = "umt_b16",
     checkpoint: str | Path | Mapping[str, Any] | Checkpoint | None = None,
@@ -204,3 +225,41 @@ def create_video_text_model(
                                   "load it with umt.create_model")
         load_video_text_weights(model, loaded)
     return model
+
+
+def load_video_text_model(source: str | Path, trust_pickle: bool = False) -> VideoTextModel:
+    """A ready ``VideoTextModel`` from an official stage-2 / retrieval file (``umt_b16`` or ``umt_l16`` by its
+    width) or a ``UMTModule`` checkpoint with a ``video_text`` head (sizes from its hyper-parameters).
+
+    Raises:
+        CheckpointError: another kind of file.
+    """
+    parts = read_parts(source, trust_pickle)
+    if parts.family == "module":
+        from umt.module import typed
+        from umt.options import EncoderConfig
+
+        prefix = "heads.video_text."
+        spec = next((h for h in parts.hyper_parameters.get("heads", [])
+                     if h["class_path"].endswith(".VideoTextHead")), None)
+        if spec is None or not any(k.startswith(prefix) for k in parts.rest):
+            raise CheckpointError(f"{source} is a UMTModule checkpoint without a video_text head")
+        options = spec.get("init_args", {})
+        vision = typed(EncoderConfig, parts.hyper_parameters["encoder"]).model_config(parts.hints)
+        text = typed(TextConfig, options["text"]) if options.get("text") else TEXT_CONFIGS[options.get("text_size",
+                                                                                                        "bert_base")]
+        text = dataclasses.replace(text, encoder_width=vision.embed_dim)
+        embed = parts.rest[prefix + "tower.vision_proj.weight"].shape[0]
+        model = VideoTextModel(VideoTextConfig(vision, text, embed))
+        state = {"vision_encoder.encoder." + k: v for k, v in parts.encoder.items()}
+        for key, value in parts.rest.items():
+            if key.startswith(prefix + "pool_norm."):
+                state["vision_encoder.head.fc_norm." + key.removeprefix(prefix + "pool_norm.")] = value
+            elif key.startswith(prefix + "tower."):
+                state[key.removeprefix(prefix + "tower.")] = value
+        model.load_state_dict(state, strict=True)
+        return model
+    loaded = read_video_text_checkpoint(source, trust_pickle)
+    width = loaded.state_dict["vision_encoder.encoder.patch_embed.proj.weight"].shape[0]
+    name = next(n for n, c in VIDEO_TEXT_CONFIGS.items() if c.vision.embed_dim == width)
+    return create_video_text_model(name, loaded)

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from umt.models.config import ModelConfig
-from umt.models.pos_embed import extended_table, interpolated_table, sinusoid_table
+from umt.models.pos_embed import extended_table, interpolated_table, resized_table, sinusoid_table
 
 
 @dataclass
@@ -29,6 +29,15 @@ class EncoderOutput:
     tokens: Tensor
     layers: tuple[Tensor, ...]
     grid: tuple[int, int, int]
+
+    def mean(self, per_frame: bool = False) -> Tensor:
+        """Token mean ``[B, C]``, or per frame ``[B, T, C]`` (needs every token: no mask)."""
+        if not per_frame:
+            return self.tokens.mean(1)
+        frames, h, w = self.grid
+        if self.tokens.shape[1] != frames * h * w:
+            raise ValueError("per-frame pooling needs all tokens (no mask)")
+        return self.tokens.reshape(self.tokens.shape[0], frames, h * w, -1).mean(2)
 
 
 class PatchEmbed3D(nn.Module):
@@ -117,10 +126,27 @@ class VideoViT(nn.Module):
         base_side = 224 // c.patch_size  # the official tables start from the 8 x 224px pre-training grid
         return interpolated_table(frames, c.grid, c.embed_dim, base_frames=8, base_grid=(base_side, base_side))
 
+    def position_table(self, grid: tuple[int, int, int]) -> Tensor:
+        """The position table ``[1, T*h*w, C]`` added to the tokens of an input of token grid ``(T, h, w)``: the
+        image table for one frame of a stage-2 encoder, the table resized to ``(h, w)`` with the ``online``
+        policy, else the model's table."""
+        if grid[0] == 1 and self.image_pos_embed is not None:
+            return self.image_pos_embed
+        if self.config.pos_embed == "online":
+            return resized_table(self.pos_embed[0], grid[0], grid[1:], grid[0], self.config.grid)[None]
+        return self.pos_embed
+
     def check_input(self, video: Tensor) -> None:
         """Raise ``ValueError`` unless ``video`` is ``[B, in_chans, T, img_size, img_size]`` with T the
-        configured frames (or 1, an image, for stage-2 encoders)."""
+        configured frames (or 1, an image, for stage-2 encoders); with the ``online`` table, any H and W that
+        are multiples of ``patch_size``."""
         c = self.config
+        if c.pos_embed == "online":
+            if video.ndim != 5 or video.shape[1:3] != (c.in_chans, c.num_frames) or any(
+                    side % c.patch_size for side in video.shape[3:]):
+                raise ValueError(f"expected a video [B, {c.in_chans}, {c.num_frames}, H, W] with H and W multiples "
+                                 f"of {c.patch_size}, got {list(video.shape)}")
+            return
         frames_ok = video.ndim == 5 and (
             video.shape[2] == c.num_frames or (video.shape[2] == 1 and self.image_pos_embed is not None)
         )
@@ -141,8 +167,9 @@ class VideoViT(nn.Module):
         """
         self.check_input(video)
         x = self.patch_embed(video)
-        table = self.image_pos_embed if video.shape[2] == 1 and self.image_pos_embed is not None else self.pos_embed
-        x = x + table.to(dtype=x.dtype)
+        grid = (video.shape[2] // self.config.tubelet_size, video.shape[3] // self.config.patch_size,
+                video.shape[4] // self.config.patch_size)
+        x = x + self.position_table(grid).to(dtype=x.dtype)
         batch, num_tokens, dim = x.shape
         if mask is not None:
             if mask.shape != (batch, num_tokens) or mask.dtype != torch.bool:
@@ -157,7 +184,6 @@ class VideoViT(nn.Module):
                 x = block(x)
             if index in wanted:
                 layers.append(x)
-        grid = (video.shape[2] // self.config.tubelet_size, *self.config.grid)
         return EncoderOutput(self.norm(x), tuple(self.norm(layer) for layer in layers), grid)
 
 

@@ -1,0 +1,5 @@
+"""``python -m umt``: the ``umt`` command."""
+
+from umt.cli import main
+
+main()
