@@ -257,8 +257,8 @@ LOADED_BY = {
     "finetune": "umt.create_model",
     "mm_model": "umt.create_video_text_model (its video encoder alone: umt.create_model)",
     "mm_retrieval": "umt.create_video_text_model (its video encoder alone: umt.create_model)",
-    "mm_qa": "umt.create_model (its video encoder; this library has no QA model yet)",
-    "ava": "nothing yet (this library has no AVA detector)",
+    "mm_qa": "umt.models.qa.create_qa_model (its video encoder alone: umt.create_model)",
+    "ava": "umt.detection.create_detector",
 }
 """What loads each family of the table."""
 
