@@ -1,7 +1,10 @@
 """Encoder throughput and peak memory: VideoViT (SDPA attention) vs the official explicit-softmax attention.
 
 Both models share the same weights and run side by side in one process; the table gives clips per
-second for forward+backward (training) and inference, the peak memory of each, and the ratios.
+second for forward+backward (training) and inference, the peak memory of each, and the ratios. On CUDA it adds
+the model FLOPs utilisation of each: model FLOPs per clip (``umt.flops``, 2 FLOPs per multiply-add; training
+counts 3x the forward) times clips per second over the GPU's dense peak (``--peak-tflops``, or the datasheet
+value of a known GPU for bf16/fp16).
 
     python benchmarks/encoder.py                      # UMT-B/16, 8x224 and 16x224, CPU, fp32
     python benchmarks/encoder.py --device cuda --dtype bfloat16 --batch-size 8
@@ -129,6 +132,31 @@ def steps(model: torch.nn.Module, video: Tensor, dtype: torch.dtype) -> dict[str
     return {"forward+backward": train, "inference": infer}
 
 
+PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("A100", 312.0))
+"""Dense bf16/fp16 tensor-core peaks (NVIDIA datasheets, TFLOP/s), matched in order against the device name."""
+
+
+def peak_tflops(device: torch.device, dtype: torch.dtype, given: float | None) -> float | None:
+    """The peak to compute MFU against: ``given``, else a known CUDA GPU's bf16/fp16 peak, else None."""
+    if given is not None:
+        return given
+    if device.type != "cuda" or dtype not in (torch.bfloat16, torch.float16):
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_TFLOPS if key in name), None)
+
+
+def model_flops(name: str, frames: int, img_size: int) -> float:
+    """FLOPs of one clip's forward (2 per multiply-add counted by ``umt.flops``), counted on the meta device."""
+    model = umt.create_model(name, num_frames=frames, img_size=img_size, device="meta")
+    return 2e9 * umt.flops(model, torch.empty(1, 3, frames, img_size, img_size, device="meta")).total
+
+
+def mfu(clips_per_second: float, flops_per_clip: float, peak: float | None) -> str:
+    """Model FLOPs utilisation as a percentage, or ``-`` without a peak."""
+    return "-" if peak is None else f"{100 * clips_per_second * flops_per_clip / (peak * 1e12):.1f}%"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="umt_b16")
@@ -138,12 +166,15 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--peak-tflops", type=float, default=None, help="dense peak of the device for MFU")
     args = parser.parse_args()
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    peak = peak_tflops(device, dtype, args.peak_tflops)
 
     header = f"{'input':<10} {'workload':<17} {'baseline clips/s':>16} {'umt clips/s':>12} {'speed-up':>9} " \
-             f"{'baseline peak':>14} {'umt peak':>10} {'memory ratio':>13}"
-    print(f"{args.model}, batch {args.batch_size}, {device}, {args.dtype}, median of {args.repeats} alternating runs")
+             f"{'baseline peak':>14} {'umt peak':>10} {'memory ratio':>13} {'baseline MFU':>12} {'umt MFU':>8}"
+    print(f"{args.model}, batch {args.batch_size}, {device}, {args.dtype}, median of {args.repeats} alternating runs, "
+          f"MFU against {'-' if peak is None else f'{peak:g}'} TFLOP/s")
     print(header)
     print("-" * len(header))
     for frames in args.frames:
@@ -153,13 +184,16 @@ def main() -> None:
         baseline = explicit_copy(model)
         video = torch.randn(args.batch_size, 3, frames, args.img_size, args.img_size, device=device)
         ours, theirs = steps(model, video, dtype), steps(baseline, video, dtype)
+        forward_flops = model_flops(args.model, frames, args.img_size)
         for workload in ours:
+            flops = forward_flops * (3 if workload == "forward+backward" else 1)
             base_time, umt_time, base_peak, umt_peak = compare(theirs[workload], ours[workload], device,
                                                                args.repeats)
             clips = args.batch_size
             print(f"{frames}x{args.img_size:<7} {workload:<17} {clips / base_time:>16.3f} {clips / umt_time:>12.3f} "
                   f"{base_time / umt_time:>8.2f}x {base_peak / 2**20:>11.0f} MB {umt_peak / 2**20:>7.0f} MB "
-                  f"{umt_peak / max(base_peak, 1):>12.2f}x", flush=True)
+                  f"{umt_peak / max(base_peak, 1):>12.2f}x {mfu(clips / base_time, flops, peak):>12} "
+                  f"{mfu(clips / umt_time, flops, peak):>8}", flush=True)
         del model, baseline
 
 

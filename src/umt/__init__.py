@@ -4,6 +4,7 @@ from importlib import import_module
 from typing import Any
 
 from umt.checkpoints import CheckpointError, read_checkpoint
+from umt.flop_count import FlopReport, flops
 from umt.models.classifier import VideoClassifier
 from umt.models.config import ModelConfig, list_models
 from umt.models.factory import create_model
@@ -13,6 +14,7 @@ __all__ = [
     "CheckpointError",
     "EncoderConfig",
     "EncoderOutput",
+    "FlopReport",
     "MaskingConfig",
     "ModelConfig",
     "OptimizerConfig",
@@ -24,6 +26,7 @@ __all__ = [
     "VideoViT",
     "create_model",
     "create_video_text_model",
+    "flops",
     "list_models",
     "read_checkpoint",
 ]

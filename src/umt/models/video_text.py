@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from umt import zoo
 from umt.checkpoints import (
     Checkpoint,
     CheckpointError,
@@ -184,6 +185,7 @@ def create_video_text_model(
     config: str | VideoTextConfig = "umt_b16",
     checkpoint: str | Path | Mapping[str, Any] | Checkpoint | None = None,
     *,
+    pretrained: bool | str | None = None,
     trust_pickle: bool = False,
 ) -> VideoTextModel:
     """Build a stage-2 video-text model (``umt_b16``, ``umt_l16`` or a ``VideoTextConfig``) and load an
@@ -194,15 +196,26 @@ def create_video_text_model(
     Args:
         checkpoint: a file path, a loaded checkpoint object, or a ``Checkpoint`` from
             ``read_video_text_checkpoint``.
+        pretrained: a model-zoo name (``b16_25m``, ``ret_msrvtt_b16_25m``, ...; see ``umt.zoo``) or a local path,
+            fetched through the Hugging Face cache; with a named ``config`` the file's frames become the
+            encoder's. ``True``: the zoo's 25M stage-2 model. Not together with ``checkpoint``.
         trust_pickle: allow files that hold Python objects besides tensors (only for trusted sources).
 
     Raises:
-        KeyError: unknown name. CheckpointError: unreadable file, another family, or keys/shapes that differ.
+        KeyError: unknown name. CheckpointError: unreadable file, another family, or keys/shapes that differ
+            (``umt.zoo.ZooError``, a subclass, for a zoo name that is unknown, of another model, or not available).
     """
+    name = config if isinstance(config, str) else None
     if isinstance(config, str):
         if config not in VIDEO_TEXT_CONFIGS:
             raise KeyError(f"unknown video-text model {config!r}; known: {', '.join(sorted(VIDEO_TEXT_CONFIGS))}")
         config = VIDEO_TEXT_CONFIGS[config]
+    if pretrained not in (None, False):
+        if checkpoint is not None:
+            raise ValueError("give either checkpoint or pretrained, not both")
+        checkpoint, defaults = zoo.fetch(name, pretrained, ("mm_model", "mm_retrieval"))
+        if name is not None and defaults:
+            config = config.replace_vision(**defaults)
     model = VideoTextModel(config)
     if checkpoint is not None:
         loaded = (checkpoint if isinstance(checkpoint, Checkpoint)
