@@ -38,10 +38,11 @@ def weights(out: Path) -> dict[str, torch.Tensor]:
 
 
 def assert_sharded(ranks: list[dict[str, Any]], steps: int) -> None:
-    """In every epoch the ranks see disjoint items, together the whole training set, each once."""
+    """In every epoch the ranks see different items, each once; in a whole epoch, together the training set."""
     for start in range(0, steps, STEPS_PER_EPOCH):
-        shards = [[i for batch in rank["items"][start:start + STEPS_PER_EPOCH] for i in batch] for rank in ranks]
-        assert sorted(shards[0] + shards[1]) == list(range(TRAIN_SIZE)), shards
+        seen = [i for rank in ranks for batch in rank["items"][start:start + STEPS_PER_EPOCH] for i in batch]
+        assert len(set(seen)) == len(seen) == 4 * min(STEPS_PER_EPOCH, steps - start), seen
+        assert start + STEPS_PER_EPOCH > steps or sorted(seen) == list(range(TRAIN_SIZE)), seen
 
 
 def assert_falls(losses: list[float], ratio: float) -> None:
@@ -81,3 +82,32 @@ def test_stage1_shards_trains_and_resumes_exactly(data: Path, tmp_path: Path) ->
         assert torch.equal(actual[name], value), name
     key = "heads.alignment.heads.0.head.weight"
     assert not torch.equal(weights(tmp_path / "interrupted")[key], expected[key])
+
+
+@pytest.mark.slow
+def test_classification_trains_and_tests_multi_view_like_one_process(data: Path, tmp_path: Path) -> None:
+    """One epoch of fine-tuning on 2 processes, then the 2 x 3-view test of its checkpoint on 2 processes and on
+    one: the same metrics (the 42 views do not split evenly, the distributed sampler pads one)."""
+    two = run(data, tmp_path / "ddp", "classification", steps=STEPS_PER_EPOCH,
+              evaluate=str(tmp_path / f"ddp/step={STEPS_PER_EPOCH}.ckpt"))
+    assert_sharded(two, STEPS_PER_EPOCH)
+    assert_falls(two[0]["losses"], 0.9)
+    one = run(data, tmp_path / "single", "classification", devices=1,
+              evaluate=str(tmp_path / f"ddp/step={STEPS_PER_EPOCH}.ckpt"))
+    assert "test/classification/top1" in one[0]["metrics"]
+    assert_same_metrics(one[0]["metrics"], two[0]["metrics"])
+    assert two[0]["metrics"] == two[1]["metrics"]
+
+
+@pytest.mark.slow
+def test_stage2_trains_and_retrieves_like_one_process(data: Path, tmp_path: Path) -> None:
+    """``alignment`` + ``video_text`` (UTA, VTC over the gathered batch, VTM, MLM) for one epoch on 2 processes,
+    then retrieval on the 7 test videos on 2 processes and on one: the same metrics."""
+    two = run(data, tmp_path / "ddp", "stage2", steps=STEPS_PER_EPOCH,
+              evaluate=str(tmp_path / f"ddp/step={STEPS_PER_EPOCH}.ckpt"))
+    assert_sharded(two, STEPS_PER_EPOCH)
+    assert_falls(two[0]["losses"], 0.9)
+    one = run(data, tmp_path / "single", "stage2", devices=1,
+              evaluate=str(tmp_path / f"ddp/step={STEPS_PER_EPOCH}.ckpt"))
+    assert any("r_mean" in key for key in one[0]["metrics"])
+    assert_same_metrics(one[0]["metrics"], two[0]["metrics"])
