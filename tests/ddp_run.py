@@ -6,8 +6,8 @@ spec holds ``task`` (``pretrain``: teacher + ``alignment``; ``classification``; 
 ``stop`` (stop after that step), ``resume`` (a checkpoint to resume training from) and ``evaluate`` (a checkpoint
 to test). The global batch is the same for any ``devices``. Rank r writes ``out/result_r.json`` (``losses``: its
 loss per step; ``items``: the dataset items of each of its training batches; ``metrics``: the test metrics), rank 0
-also ``out/weights.pt`` (the final state dict); training saves a checkpoint after every step as
-``out/step=N.ckpt``.
+also ``out/weights.pt`` (the final state dict); training saves ``out/step=N.ckpt`` after step ``stop`` (or the
+last step).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from umt.options import EncoderConfig, OptimizerConfig, TeacherSpec
 
 GLOBAL_BATCH = 4
 CLASSES = 4
-STUDENT = {"embed_dim": 48, "depth": 2, "num_heads": 3, "num_frames": 4, "img_size": 32, "drop_path_rate": 0.1}
+STUDENT = {"embed_dim": 48, "depth": 2, "num_heads": 3, "num_frames": 4, "img_size": 32}
 TEACHER = {"width": 32, "layers": 2, "heads": 2, "output_dim": 16, "patch_size": 16, "image_size": 32,
            "return_layers": 2}
 
@@ -45,7 +45,8 @@ def build(task: str, data: Path, devices: int) -> tuple[UMTModule, L.LightningDa
     sizes = {"train_size": 32, "val_size": 0, "test_size": 7, "num_classes": CLASSES}
     if task == "stage2":
         return tiny_module(), SyntheticVideoTextDataModule(data, **sizes, **common)
-    encoder = EncoderConfig(**STUDENT, final_norm=task == "pretrain", pos_embed="extend")
+    encoder = EncoderConfig(**STUDENT, final_norm=task == "pretrain", pos_embed="extend",
+                            drop_path_rate=0.1 if task == "pretrain" else 0.0)
     info = DataInfo(num_classes=CLASSES, clips_per_step=batch)
     if task == "pretrain":
         module = UMTModule([AlignmentHead], encoder=encoder, teacher=TeacherSpec(**TEACHER), data_info=info,
@@ -53,14 +54,15 @@ def build(task: str, data: Path, devices: int) -> tuple[UMTModule, L.LightningDa
         return module, SyntheticDataModule(data, **sizes, **common, val_list=None, test_list=None,
                                            train_pipeline="pretrain")
     module = UMTModule([partial(ClassificationHead, init_scale=1.0)], encoder=encoder, data_info=info,
-                       optimizer=OptimizerConfig(lr=0.05, warmup_epochs=0))
+                       optimizer=OptimizerConfig(lr=0.25, warmup_epochs=0))
     return module, SyntheticDataModule(data, **sizes, **common, val_list=None, test_num_clips=2, test_num_crops=3)
 
 
 class LossRecorder(L.Callback):
-    """This process's training loss and batch items at every step; stops after step ``STOP``."""
+    """This process's training loss and batch items at every step; stops training after step ``stop``."""
 
-    def __init__(self) -> None:
+    def __init__(self, stop: int | None) -> None:
+        self.stop = stop
         self.losses: list[float] = []
         self.items: list[list[int]] = []
 
@@ -68,24 +70,20 @@ class LossRecorder(L.Callback):
                            batch_idx: int) -> None:
         self.losses.append(float(outputs["loss"]))
         self.items.append(batch["index"].tolist())
-        trainer.should_stop = trainer.should_stop or trainer.global_step == STOP
-
-
-STOP: int | None = None
+        trainer.should_stop = trainer.should_stop or trainer.global_step == self.stop
 
 
 def main(spec: dict[str, Any]) -> None:
-    global STOP
-    STOP = spec.get("stop")
     out, devices = Path(spec["out"]), spec["devices"]
     L.seed_everything(0)
     module, data = build(spec["task"], Path(spec["data"]), devices)
-    recorder = LossRecorder()
+    recorder = LossRecorder(spec.get("stop"))
+    checkpoints = ModelCheckpoint(dirpath=out, filename="{step}", save_top_k=-1,
+                                  every_n_train_steps=spec.get("stop") or spec.get("steps"))
     trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
                         max_steps=spec.get("steps", 0), logger=False, enable_progress_bar=False,
                         enable_model_summary=False, default_root_dir=out, limit_val_batches=0,
-                        callbacks=[recorder, ModelCheckpoint(dirpath=out, filename="{step}", every_n_train_steps=1,
-                                                             save_top_k=-1)])
+                        callbacks=[recorder, checkpoints])
     if spec.get("steps"):
         trainer.fit(module, datamodule=data, ckpt_path=spec.get("resume"))
     metrics = {}

@@ -19,7 +19,7 @@ import torch
 from umt.data.synthetic import SyntheticConfig, generate
 
 SCRIPT = Path(__file__).resolve().parent / "ddp_run.py"
-TRAIN_SIZE, STEPS_PER_EPOCH = 32, 8
+TRAIN_SIZE, BATCH, STEPS_PER_EPOCH = 32, 4, 8
 """32 training clips at a global batch of 4 (2 per process)."""
 
 
@@ -41,12 +41,14 @@ def assert_sharded(ranks: list[dict[str, Any]], steps: int) -> None:
     """In every epoch the ranks see different items, each once; in a whole epoch, together the training set."""
     for start in range(0, steps, STEPS_PER_EPOCH):
         seen = [i for rank in ranks for batch in rank["items"][start:start + STEPS_PER_EPOCH] for i in batch]
-        assert len(set(seen)) == len(seen) == 4 * min(STEPS_PER_EPOCH, steps - start), seen
+        assert len(set(seen)) == len(seen) == BATCH * min(STEPS_PER_EPOCH, steps - start), seen
         assert start + STEPS_PER_EPOCH > steps or sorted(seen) == list(range(TRAIN_SIZE)), seen
 
 
-def assert_falls(losses: list[float], ratio: float) -> None:
-    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+def assert_falls(ranks: list[dict[str, Any]], window: int, ratio: float) -> None:
+    """Finite losses whose mean over the ranks and the last ``window`` steps is below ``ratio`` x the first's."""
+    losses = [sum(step) / len(step) for step in zip(*(rank["losses"] for rank in ranks), strict=True)]
+    first, last = sum(losses[:window]) / window, sum(losses[-window:]) / window
     assert all(math.isfinite(loss) for loss in losses) and last < ratio * first, losses
 
 
@@ -66,10 +68,10 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_stage1_shards_trains_and_resumes_exactly(data: Path, tmp_path: Path) -> None:
     """Teacher + ``alignment``, drop path on: 12 steps (1.5 epochs) against a run stopped after step 5 (mid-epoch)
     and resumed from its checkpoint: identical weights, and the same items on each rank after the resume.
-    Measured: the loss falls from ~1.5 (first 3 steps) to ~0.8 (last 3)."""
+    Measured: rank 0's loss falls from 1.49 (mean of the first 3 steps) to 0.82 (last 3)."""
     straight = run(data, tmp_path / "straight", "pretrain", steps=12)
     assert_sharded(straight, 12)
-    assert_falls(straight[0]["losses"], 0.8)
+    assert_falls(straight, 3, 0.8)
     interrupted = run(data, tmp_path / "interrupted", "pretrain", steps=12, stop=5)
     assert len(interrupted[0]["losses"]) == 5
     resumed = run(data, tmp_path / "resumed", "pretrain", steps=12, resume=str(tmp_path / "interrupted/step=5.ckpt"))
@@ -86,14 +88,15 @@ def test_stage1_shards_trains_and_resumes_exactly(data: Path, tmp_path: Path) ->
 
 @pytest.mark.slow
 def test_classification_trains_and_tests_multi_view_like_one_process(data: Path, tmp_path: Path) -> None:
-    """One epoch of fine-tuning on 2 processes, then the 2 x 3-view test of its checkpoint on 2 processes and on
-    one: the same metrics (the 42 views do not split evenly, the distributed sampler pads one)."""
-    two = run(data, tmp_path / "ddp", "classification", steps=STEPS_PER_EPOCH,
-              evaluate=str(tmp_path / f"ddp/step={STEPS_PER_EPOCH}.ckpt"))
-    assert_sharded(two, STEPS_PER_EPOCH)
-    assert_falls(two[0]["losses"], 0.9)
-    one = run(data, tmp_path / "single", "classification", devices=1,
-              evaluate=str(tmp_path / f"ddp/step={STEPS_PER_EPOCH}.ckpt"))
+    """Three epochs of fine-tuning on 2 processes, then the 2 x 3-view test of its checkpoint on 2 processes and
+    on one: the same metrics (the 42 views do not split evenly, the distributed sampler pads one). Measured: the
+    loss (mean over ranks and an epoch) falls from 1.49 (first epoch) to 1.34 (last), as on one process."""
+    steps = 3 * STEPS_PER_EPOCH
+    checkpoint = str(tmp_path / f"ddp/step={steps}.ckpt")
+    two = run(data, tmp_path / "ddp", "classification", steps=steps, evaluate=checkpoint)
+    assert_sharded(two, steps)
+    assert_falls(two, STEPS_PER_EPOCH, 0.95)
+    one = run(data, tmp_path / "single", "classification", devices=1, evaluate=checkpoint)
     assert "test/classification/top1" in one[0]["metrics"]
     assert_same_metrics(one[0]["metrics"], two[0]["metrics"])
     assert two[0]["metrics"] == two[1]["metrics"]
