@@ -75,6 +75,7 @@ class LossRecorder(L.Callback):
 
 def main(spec: dict[str, Any]) -> None:
     out, devices = Path(spec["out"]), spec["devices"]
+    out.mkdir(parents=True, exist_ok=True)
     L.seed_everything(0)
     module, data = build(spec["task"], Path(spec["data"]), devices)
     recorder = LossRecorder(spec.get("stop"))

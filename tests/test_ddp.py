@@ -105,11 +105,12 @@ def test_classification_trains_and_tests_multi_view_like_one_process(data: Path,
 @pytest.mark.slow
 def test_stage2_trains_and_retrieves_like_one_process(data: Path, tmp_path: Path) -> None:
     """``alignment`` + ``video_text`` (UTA, VTC over the gathered batch, VTM, MLM) for one epoch on 2 processes,
-    then retrieval on the 7 test videos on 2 processes and on one: the same metrics."""
+    then retrieval on the 7 test videos on 2 processes and on one: the same metrics. Measured: the loss (mean over
+    ranks) falls from 13.0 (first 3 steps) to 8.5 (last 3)."""
     two = run(data, tmp_path / "ddp", "stage2", steps=STEPS_PER_EPOCH,
               evaluate=str(tmp_path / f"ddp/step={STEPS_PER_EPOCH}.ckpt"))
     assert_sharded(two, STEPS_PER_EPOCH)
-    assert_falls(two[0]["losses"], 0.9)
+    assert_falls(two, 3, 0.8)
     one = run(data, tmp_path / "single", "stage2", devices=1,
               evaluate=str(tmp_path / f"ddp/step={STEPS_PER_EPOCH}.ckpt"))
     assert any("r_mean" in key for key in one[0]["metrics"])
