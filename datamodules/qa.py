@@ -138,7 +138,7 @@ class VideoQADataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches, resumable mid-epoch."""
         h, dataset = self.hparams, self.train_dataset()
-        sampler = ResumableRandomSampler(len(dataset), h.seed)
+        sampler = ResumableRandomSampler.for_trainer(self.trainer, len(dataset), h.seed)
         return StatefulDataLoader(dataset, batch_size=h.batch_size, sampler=sampler, num_workers=h.num_workers,
                                   collate_fn=collate_qa_train, drop_last=True, persistent_workers=h.num_workers > 0)
 

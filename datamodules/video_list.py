@@ -133,7 +133,7 @@ class VideoListDataModule(L.LightningDataModule):
         if split not in self.datasets:
             raise RuntimeError(f"no {split} split: set {split}_list and call setup()")
         h, dataset = self.hparams, self.datasets[split]
-        sampler = ResumableRandomSampler(len(dataset), h.seed) if train else None
+        sampler = ResumableRandomSampler.for_trainer(self.trainer, len(dataset), h.seed) if train else None
         return StatefulDataLoader(dataset, batch_size=h.batch_size, sampler=sampler, num_workers=h.num_workers,
                                   collate_fn=collate_clips, drop_last=train, persistent_workers=h.num_workers > 0)
 

@@ -27,7 +27,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from umt.data.captions import CaptionPair, Positives, RetrievalSplit, read_captions, retrieval_split, training_pairs
 from umt.data.dataset import ResumableRandomSampler
-from umt.data.interleave import InterleavedLoader, ShardedResumableSampler
+from umt.data.interleave import InterleavedLoader
 from umt.data.media_text import CaptionPairDataset, RetrievalMediaDataset, collate_media_text
 from umt.data.synthetic import SyntheticConfig, generate
 from umt.data.transforms import stage2_eval_transform, stage2_train_transform
@@ -181,7 +181,7 @@ class VideoTextDataModule(_RetrievalEvaluation):
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches, resumable mid-epoch (order and augmentation fixed by ``seed``)."""
         h, dataset = self.hparams, self.train_dataset()
-        sampler = ResumableRandomSampler(len(dataset), h.seed)
+        sampler = ResumableRandomSampler.for_trainer(self.trainer, len(dataset), h.seed)
         return StatefulDataLoader(dataset, batch_size=h.batch_size, sampler=sampler, num_workers=h.num_workers,
                                   collate_fn=collate_media_text, drop_last=True, persistent_workers=h.num_workers > 0)
 
@@ -398,10 +398,9 @@ class VideoTextPretrainDataModule(_RetrievalEvaluation):
     def train_dataloader(self) -> InterleavedLoader:
         """Interleaved video and image batches, resumable mid-epoch."""
         h = self.hparams
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
         loaders = {}
         for kind, dataset in self.train_datasets().items():
-            sampler = ShardedResumableSampler(len(dataset), h.seed, rank, world)
+            sampler = ResumableRandomSampler.for_trainer(self.trainer, len(dataset), h.seed)
             batch_size = (h.image_batch_size or h.batch_size) if kind == "image" else h.batch_size
             loaders[kind] = StatefulDataLoader(dataset, batch_size=batch_size, sampler=sampler,
                                                num_workers=h.num_workers, collate_fn=collate_media_text,

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.trainer.connectors.data_connector import _DataConnector
+from torch.utils.data import DistributedSampler
 
 from umt.data.callbacks import ReplacedVideoCounter
+from umt.data.dataset import ResumableRandomSampler
 from umt.datamodules.video_list import (
     Kinetics400DataModule,
     SomethingSomethingV2DataModule,
@@ -94,3 +98,23 @@ def test_paths_are_saved_as_strings() -> None:
     """Checkpoints are loaded weights-only, which refuses ``Path`` objects in hyper-parameters."""
     module = Kinetics400DataModule(Path("/data/k400"), prefix=Path("/videos"))
     assert (module.hparams.root, module.hparams.prefix) == ("/data/k400", "/videos")
+
+
+def test_training_loader_is_this_ranks_shard_and_lightning_keeps_it(synthetic_root: Path) -> None:
+    """Under a trainer of rank r of 2, the training sampler takes every second item of the epoch's order from
+    position r, and Lightning (which wraps any other sampler of a distributed run) leaves it unwrapped."""
+    shards = []
+    for rank in range(2):
+        module = SyntheticDataModule(synthetic_root, train_size=8, val_size=4, test_size=4, num_classes=4,
+                                     num_workers=0, batch_size=2, seed=3)
+        module.setup("fit")
+        module.trainer = SimpleNamespace(global_rank=rank, world_size=2)
+        loader = module.train_dataloader()
+        assert isinstance(loader.sampler, DistributedSampler) and len(loader) == 2
+        shards.append([item for item, _ in loader.sampler])
+    whole = [item for item, _ in ResumableRandomSampler(8, seed=3)]
+    assert shards == [whole[0::2], whole[1::2]]
+    connector = _DataConnector.__new__(_DataConnector)
+    connector.trainer = SimpleNamespace(_accelerator_connector=SimpleNamespace(use_distributed_sampler=True,
+                                                                               is_distributed=True))
+    assert not connector._requires_distributed_sampler(loader)

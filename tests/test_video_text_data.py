@@ -15,8 +15,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from PIL import Image
 
 from umt.data.captions import Media, read_captions, retrieval_split, training_pairs
+from umt.data.dataset import ResumableRandomSampler
 from umt.data.decoding import VideoError
-from umt.data.interleave import InterleavedLoader, ShardedResumableSampler
+from umt.data.interleave import InterleavedLoader
 from umt.data.media_text import CaptionPairDataset, frame_range
 from umt.data.transforms import stage2_train_transform
 from umt.data.writer import write_video
@@ -298,7 +299,7 @@ def test_lightning_retrieval_epochs_are_complete_and_reshuffled(data: Path) -> N
 
 
 def test_sharded_sampler_splits_one_permutation() -> None:
-    shards = [list(ShardedResumableSampler(10, seed=3, rank=r, world_size=3)) for r in range(3)]
+    shards = [list(ResumableRandomSampler(10, seed=3, rank=r, world_size=3)) for r in range(3)]
     assert all(len(shard) == 3 for shard in shards)
     items = [item for shard in shards for item, _ in shard]
     assert len(set(items)) == 9

@@ -6,15 +6,18 @@ import logging
 import random
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, Sampler, default_collate
+from torch.utils.data import Dataset, DistributedSampler, default_collate
 
 from umt.data.annotations import VideoRecord
 from umt.data.decoding import VideoError, probe, read_frames
+
+if TYPE_CHECKING:
+    import lightning as L
 
 logger = logging.getLogger("umt.data")
 
@@ -124,30 +127,44 @@ def seeded(seed: int) -> Iterator[None]:
         random.setstate(states[2])
 
 
-class ResumableRandomSampler(Sampler[tuple[int, int]]):
+class ResumableRandomSampler(DistributedSampler[tuple[int, int]]):
     """Shuffles ``size`` items per epoch and gives each drawn item its own seed: yields ``(item, seed)``.
 
     Order and seeds depend only on ``(seed, epoch, position)``, and ``state_dict`` holds the epoch and position,
     so a loader (``torchdata``'s ``StatefulDataLoader``, which Lightning checkpoints) resumed mid-epoch yields
     exactly what an uninterrupted run would, whatever the workers and the global random state.
+
+    Rank-aware: every rank draws the same permutation and takes every ``world_size``-th item from position
+    ``rank``; the tail that does not divide evenly is dropped, so all ranks have ``size // world_size`` items.
+    It is a ``DistributedSampler`` (without its process-group look-up) so that Lightning, which wraps any other
+    sampler of a distributed run, leaves it as it is; ``for_trainer`` reads the rank from the trainer.
     """
 
-    def __init__(self, size: int, seed: int = 0) -> None:
-        self.size, self.seed = size, seed
+    def __init__(self, size: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+        self.size, self.seed, self.rank, self.world_size = size, seed, rank, world_size
         self.epoch = self.position = 0
 
+    @classmethod
+    def for_trainer(cls, trainer: L.Trainer | None, size: int, seed: int = 0) -> ResumableRandomSampler:
+        """The sampler of this process's shard under ``trainer`` (the whole epoch without one)."""
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        return cls(size, seed, rank, world)
+
     def __len__(self) -> int:
-        return self.size
+        return self.size // self.world_size
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        if self.position >= self.size:  # the last epoch's iterator was left at its end without being exhausted
+        if self.position >= len(self):  # the last epoch's iterator was left at its end without being exhausted
             self.epoch, self.position = self.epoch + 1, 0
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.size, generator=generator).tolist()
         seeds = torch.randint(0, 2**62, (self.size,), generator=generator).tolist()
-        while self.position < self.size:
+        while self.position < len(self):
+            step = self.position * self.world_size + self.rank
             self.position += 1
-            yield order[self.position - 1], seeds[self.position - 1]
+            yield order[step], seeds[step]
         self.epoch, self.position = self.epoch + 1, 0
 
     def set_epoch(self, epoch: int) -> None:

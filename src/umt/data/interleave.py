@@ -7,8 +7,6 @@ from typing import Any
 
 import torch
 
-from umt.data.dataset import ResumableRandomSampler
-
 
 class InterleavedLoader:
     """Yields every batch of every loader once per epoch, in an order drawn from ``(seed, epoch)``: each step is a
@@ -75,27 +73,3 @@ class InterleavedLoader:
         for name, loader in self.loaders.items():
             loader.load_state_dict(state["loaders"][name])
 
-
-class ShardedResumableSampler(ResumableRandomSampler):
-    """``ResumableRandomSampler`` for loaders that Lightning does not shard (inside an ``InterleavedLoader``):
-    every rank draws the same permutation and takes every ``world_size``-th item from position ``rank``; the tail
-    that does not divide evenly is dropped, so all ranks have the same length. Yields ``(item, seed)``."""
-
-    def __init__(self, size: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
-        if not 0 <= rank < world_size:
-            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
-        super().__init__(size, seed)
-        self.rank, self.world_size = rank, world_size
-
-    def __len__(self) -> int:
-        return self.size // self.world_size
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(self.size, generator=generator).tolist()
-        seeds = torch.randint(0, 2**62, (self.size,), generator=generator).tolist()
-        while self.position < len(self):
-            step = self.position * self.world_size + self.rank
-            self.position += 1
-            yield order[step], seeds[step]
-        self.epoch, self.position = self.epoch + 1, 0
