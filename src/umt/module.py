@@ -52,7 +52,7 @@ class UMTModule(L.LightningModule):
             each head takes its own part.
         trust_pickle: allow checkpoint files holding Python objects besides tensors (trusted sources only).
         data_info: what the data module states (classes, clips per step); linked by the CLI.
-        seed: masks, negatives and corruption come from a generator seeded by ``(seed, global step)``.
+        seed: masks, negatives and corruption come from a generator seeded by ``(seed, global step, rank)``.
     """
 
     def __init__(
@@ -148,7 +148,8 @@ class UMTModule(L.LightningModule):
         """
         generator = None
         if train:
-            generator = torch.Generator(video.device).manual_seed(self.seed * 1_000_003 + self.global_step)
+            seed = (self.seed * 1_000_003 + self.global_step) * 1_009 + self.global_rank  # own stream per rank
+            generator = torch.Generator(video.device).manual_seed(seed)
         mask = targets = None
         if train and self.teacher is not None and any(
                 head.requirements().teacher and self.loss_weights[name] for name, head in self.heads.items()):
