@@ -3,6 +3,7 @@ modules named by entry-point name or class path."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +11,19 @@ import lightning as L
 import yaml
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from umt.checkpointing import SafeLastCheckpoint, check_complete, newest_last
+from umt.checkpoints import CheckpointError
+from umt.data.decoding import VideoError
+from umt.errors import UsageError, reported
 from umt.heads.base import DataInfo
 from umt.module import UMTModule
 from umt.plugins import resolve_class_paths
 
+logger = logging.getLogger("umt")
+
 CONFIG_OPTIONS = ("-c", "--config")
+USAGE_ERRORS = (UsageError, CheckpointError, VideoError, ValueError, OSError)
+"""Errors of a LightningCLI run that are user mistakes (a wrong option, file or data), reported in one line."""
 
 
 def data_info(datamodule: L.LightningDataModule) -> DataInfo:
@@ -23,6 +32,8 @@ def data_info(datamodule: L.LightningDataModule) -> DataInfo:
     options = dict(getattr(datamodule, "hparams", {}))
     classes = getattr(datamodule, "num_classes", options.get("num_classes"))
     batch = options.get("batch_size", getattr(datamodule, "batch_size", None))
+    if batch is not None and int(batch) < 1:
+        raise UsageError(f"--data.batch_size must be at least 1, got {batch}")
     clips = None if batch is None else int(batch) * int(options.get("num_sample", 1))
     names = getattr(datamodule, "class_names", None)
     return DataInfo(None if classes is None else int(classes), clips, None if names is None else tuple(names))
@@ -71,15 +82,42 @@ def resolve_arguments(args: list[str]) -> list[str]:
     return out
 
 
+def resume_path(ckpt_path: str | None, root: Path) -> str | None:
+    """The checkpoint to resume from: ``last`` is the newest ``last.ckpt`` under the run folder ``root`` (None,
+    a fresh start, when there is none yet); any file is checked to be whole first.
+
+    Raises:
+        UsageError: the file is missing, a folder, truncated or corrupt.
+    """
+    if ckpt_path is None:
+        return None
+    if ckpt_path == "last":
+        found = newest_last(root)
+        if found is None:
+            logger.info(f"--ckpt_path last: no {root}/**/last.ckpt yet; starting from step 0")
+            return None
+        logger.info(f"--ckpt_path last: resuming from {found}")
+        ckpt_path = str(found)
+    check_complete(Path(ckpt_path))
+    return ckpt_path
+
+
 class UMTCLI(LightningCLI):
     """LightningCLI with ``UMTModule`` as the model; the data module's classes and clips per step are linked into
-    ``model.data_info``."""
+    ``model.data_info``; every run keeps a safe ``last.ckpt`` (``--last_checkpoint.*``: see
+    ``umt.checkpointing.SafeLastCheckpoint``) and ``--ckpt_path last`` resumes from the newest one."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data", "model.data_info", compute_fn=data_info, apply_on="instantiate")
+        parser.add_lightning_class_args(SafeLastCheckpoint, "last_checkpoint")
+
+    def before_fit(self) -> None:
+        options = self.config_init["fit"]
+        options["ckpt_path"] = resume_path(options.get("ckpt_path"), Path(self.trainer.default_root_dir))
 
 
 def run(args: list[str]) -> None:
-    """Run LightningCLI on ``args`` (``fit --config RECIPE.yaml ...``)."""
-    UMTCLI(UMTModule, L.LightningDataModule, subclass_mode_data=True, args=resolve_arguments(args),
-           save_config_kwargs={"overwrite": True})
+    """Run LightningCLI on ``args`` (``fit --config RECIPE.yaml ...``); user mistakes end in one line (exit 2)."""
+    reported(args[0], lambda: UMTCLI(UMTModule, L.LightningDataModule, subclass_mode_data=True,
+                                     args=resolve_arguments(args), save_config_kwargs={"overwrite": True}),
+             USAGE_ERRORS)
