@@ -12,8 +12,6 @@ import yaml
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from umt.checkpointing import SafeLastCheckpoint, check_complete, newest_last
-from umt.checkpoints import CheckpointError
-from umt.data.decoding import VideoError
 from umt.errors import UsageError, reported
 from umt.heads.base import DataInfo
 from umt.module import UMTModule
@@ -22,7 +20,7 @@ from umt.plugins import resolve_class_paths
 logger = logging.getLogger("umt")
 
 CONFIG_OPTIONS = ("-c", "--config")
-USAGE_ERRORS = (UsageError, CheckpointError, VideoError, ValueError, OSError)
+USAGE_ERRORS = (ValueError, OSError, "umt.data.decoding.VideoError")
 """Errors of a LightningCLI run that are user mistakes (a wrong option, file or data), reported in one line."""
 
 
