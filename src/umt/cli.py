@@ -35,6 +35,7 @@ def convert(source: Path, out: Path, num_frames: int | None = None, img_size: in
     from umt.models.factory import create_model
 
     check_positive(num_frames=num_frames, img_size=img_size, num_heads=num_heads)
+    _input_file(source, "source")
     out = _output_file(out, "out")
     checkpoint = read_checkpoint(source, trust_pickle)
     name, overrides = model_for(checkpoint, num_frames, img_size, num_heads)
@@ -58,6 +59,7 @@ def info(checkpoint: Path, num_heads: int | None = None, trust_pickle: bool = Fa
     from umt.models.factory import create_model
 
     check_positive(num_heads=num_heads)
+    _input_file(checkpoint, "checkpoint")
     loaded = read_checkpoint(checkpoint, trust_pickle)
     name, overrides = model_for(loaded, None, None, num_heads)
     model = create_model(name, device="meta", **{**loaded.config, **overrides})
@@ -92,6 +94,7 @@ def _predict(video: Path | None, checkpoint: Path | None, labels: str | None, to
     if teacher_weights is not None and save_attention is None:
         raise ValueError("--teacher_weights only chooses the attention drawn by --save_attention; add it")
     check_positive(top_k=top_k)
+    _input_file(checkpoint, "checkpoint")
     if save_attention is not None:
         save_attention = _output_file(save_attention, "save_attention")
     net, name, stored = load_model(checkpoint, model, num_frames, num_heads, trust_pickle)
@@ -174,6 +177,7 @@ def embed(annotation: Path, out: Path = Path("features.npy"), checkpoint: Path |
     from umt.embed import embed_videos, output_paths
 
     check_positive(batch_size=batch_size)
+    _input_file(checkpoint, "checkpoint")
     if workers < 0:
         raise UsageError(f"--workers must be 0 (decode in this process) or more, got {workers}")
     if out.is_dir():
@@ -311,6 +315,14 @@ def _list_plugins(kind: str) -> None:
         print("  ".join(value.ljust(width) for value, width in zip(row[:3], widths, strict=True)) + "  " + row[3])
 
 
+def _input_file(path: Path | None, option: str) -> None:
+    """``UsageError`` when ``path`` is given and is a folder or missing."""
+    if path is not None and path.is_dir():
+        raise UsageError(f"--{option} {path}: a folder; give a file")
+    if path is not None and not path.exists():
+        raise UsageError(f"--{option} {path}: no such file")
+
+
 def _output_file(path: Path, option: str) -> Path:
     """``path`` with its folder created; ``UsageError`` when it is a folder itself."""
     if path.is_dir():
@@ -394,5 +406,5 @@ def main(argv: list[str] | None = None) -> None:
     commands = COMMANDS
     if not args or args[0] in ("-h", "--help"):
         commands = {**{name: _lightning_command(name) for name in LIGHTNING_COMMANDS}, **COMMANDS}
-    command = args[0] if args else "umt"
+    command = " ".join(args[:2]) if args[:1] == ["data"] else args[0] if args else "umt"
     reported(command, lambda: auto_cli(commands, args=_normalised(args), as_positional=True), USAGE_ERRORS)

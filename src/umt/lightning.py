@@ -4,6 +4,7 @@ modules named by entry-point name or class path."""
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,27 @@ def resolve_arguments(args: list[str]) -> list[str]:
     return out
 
 
+def check_options(args: list[str]) -> None:
+    """Raise ``UsageError`` for an option spelled with dashes (``--data.batch-size``): recipe keys use
+    underscores."""
+    for arg in args:
+        key = arg.split("=", 1)[0]
+        if key.startswith("--") and "-" in key[2:]:
+            raise UsageError(f"option {key}: keys are spelled with underscores: {key[:2] + key[2:].replace('-', '_')}")
+
+
+def check_classes(datamodule: L.LightningDataModule) -> None:
+    """Raise ``UsageError`` when the data module's ``num_classes`` differs from the ``classes.txt`` of its root."""
+    root, classes = getattr(datamodule, "root", None), getattr(datamodule, "num_classes", None)
+    names = Path(root) / "classes.txt" if root is not None else None
+    if classes is None or names is None or not names.is_file():
+        return
+    found = len([line for line in names.read_text().splitlines() if line.strip()])
+    if found != classes:
+        raise UsageError(f"the recipe has {classes} classes but {names} names {found}: set --data.num_classes "
+                         f"{found} (and the head's num_classes, if set) or point --data.root at the right data")
+
+
 def resume_path(ckpt_path: str | None, root: Path) -> str | None:
     """The checkpoint to resume from: ``last`` is the newest ``last.ckpt`` under the run folder ``root`` (None,
     a fresh start, when there is none yet); any file is checked to be whole first.
@@ -110,12 +132,18 @@ class UMTCLI(LightningCLI):
         parser.add_lightning_class_args(SafeLastCheckpoint, "last_checkpoint")
 
     def before_fit(self) -> None:
+        check_classes(self.datamodule)
         options = self.config_init["fit"]
         options["ckpt_path"] = resume_path(options.get("ckpt_path"), Path(self.trainer.default_root_dir))
 
 
 def run(args: list[str]) -> None:
     """Run LightningCLI on ``args`` (``fit --config RECIPE.yaml ...``); user mistakes end in one line (exit 2)."""
-    reported(args[0], lambda: UMTCLI(UMTModule, L.LightningDataModule, subclass_mode_data=True,
-                                     args=resolve_arguments(args), save_config_kwargs={"overwrite": True}),
-             USAGE_ERRORS)
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")  # args are sys.argv's
+
+    def cli() -> None:
+        check_options(args)
+        UMTCLI(UMTModule, L.LightningDataModule, subclass_mode_data=True, args=resolve_arguments(args),
+               save_config_kwargs={"overwrite": True})
+
+    reported(args[0], cli, USAGE_ERRORS)
