@@ -31,8 +31,6 @@ def data_info(datamodule: L.LightningDataModule) -> DataInfo:
     options = dict(getattr(datamodule, "hparams", {}))
     classes = getattr(datamodule, "num_classes", options.get("num_classes"))
     batch = options.get("batch_size", getattr(datamodule, "batch_size", None))
-    if batch is not None and int(batch) < 1:
-        raise UsageError(f"--data.batch_size must be at least 1, got {batch}")
     clips = None if batch is None else int(batch) * int(options.get("num_sample", 1))
     names = getattr(datamodule, "class_names", None)
     return DataInfo(None if classes is None else int(classes), clips, None if names is None else tuple(names))
@@ -130,6 +128,12 @@ class UMTCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data", "model.data_info", compute_fn=data_info, apply_on="instantiate")
         parser.add_lightning_class_args(SafeLastCheckpoint, "last_checkpoint")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config.get(self.subcommand, self.config)
+        batch = config.get("data", {}).get("init_args", {}).get("batch_size")
+        if isinstance(batch, int) and batch < 1:
+            raise UsageError(f"--data.batch_size must be at least 1, got {batch}")
 
     def before_fit(self) -> None:
         check_classes(self.datamodule)
