@@ -193,8 +193,9 @@ def test_user_mistake_gives_one_line_and_exit_2(case: str, inputs: Path, tmp_pat
 FIT_CASES = {
     "data root missing": (["--data", "umt.datamodules.video_list.VideoListDataModule", "--data.root", "{tmp}/none",
                            "--data.num_classes", "6"], "{tmp}/none/train.csv: video list not found"),
-    "classes differ": (["--data", "umt.datamodules.video_list.Kinetics400DataModule"],
-                       "the recipe has 400 classes but {root}/classes.txt names 6: set --data.num_classes 6"),
+    "classes differ": (["--data", "umt.datamodules.video_list.VideoListDataModule", "--data.root", "{root}",
+                        "--data.num_classes", "3"],
+                       "the recipe has 3 classes but {root}/classes.txt names 6: set --data.num_classes 6"),
     "batch size 0": (["--data.batch_size", "0"], "--data.batch_size must be at least 1, got 0"),
     "dashed nested key": (["--data.init_args.batch-size", "2"],
                           "option --data.init_args.batch-size: keys are spelled with underscores: "
@@ -208,7 +209,7 @@ def test_fit_mistake_gives_one_line_and_exit_2(case: str, data_root: Path, tmp_p
                                                capsys: pytest.CaptureFixture[str]) -> None:
     extra, message = FIT_CASES[case]
     with pytest.raises(SystemExit) as exit_info:
-        main(fit_args(data_root, tmp_path / "run", *(arg.format(tmp=tmp_path) for arg in extra)))
+        main(fit_args(data_root, tmp_path / "run", *(arg.format(tmp=tmp_path, root=data_root) for arg in extra)))
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "Traceback" not in err
     [line] = error_lines(err)

@@ -89,13 +89,14 @@ def check_options(args: list[str]) -> None:
 
 
 def check_classes(datamodule: L.LightningDataModule) -> None:
-    """Raise ``UsageError`` when the data module's ``num_classes`` differs from the ``classes.txt`` of its root."""
+    """Raise ``UsageError`` when the ``classes.txt`` of the data module's root names more classes than its
+    ``num_classes`` (labels out of range; fewer is allowed: a subset, or a small set on a large recipe)."""
     root, classes = getattr(datamodule, "root", None), getattr(datamodule, "num_classes", None)
     names = Path(root) / "classes.txt" if root is not None else None
     if classes is None or names is None or not names.is_file():
         return
     found = len([line for line in names.read_text().splitlines() if line.strip()])
-    if found != classes:
+    if found > classes:
         raise UsageError(f"the recipe has {classes} classes but {names} names {found}: set --data.num_classes "
                          f"{found} (and the head's num_classes, if set) or point --data.root at the right data")
 
