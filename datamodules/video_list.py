@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import lightning as L
 import numpy as np
+import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
@@ -134,8 +135,12 @@ class VideoListDataModule(L.LightningDataModule):
             raise RuntimeError(f"no {split} split: set {split}_list and call setup()")
         h, dataset = self.hparams, self.datasets[split]
         sampler = ResumableRandomSampler.for_trainer(self.trainer, len(dataset), h.seed) if train else None
+        # worker seeds from the loader's own generator: a new epoch or a validation pass leaves the global RNG (drop
+        # path, mixup) alone, so a resume from an epoch-end checkpoint continues exactly
+        generator = torch.Generator().manual_seed(h.seed)
         return StatefulDataLoader(dataset, batch_size=h.batch_size, sampler=sampler, num_workers=h.num_workers,
-                                  collate_fn=collate_clips, drop_last=train, persistent_workers=h.num_workers > 0)
+                                  collate_fn=collate_clips, drop_last=train, persistent_workers=h.num_workers > 0,
+                                  generator=generator)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches, resumable mid-epoch (order and augmentation fixed by ``seed``)."""

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
-from torchmetrics import MetricCollection
 
 from umt.checkpoints import CheckpointError, CheckpointParts
 from umt.models.config import ModelConfig
 from umt.models.vit import EncoderOutput
+
+if TYPE_CHECKING:
+    from torchmetrics import MetricCollection  # imported by the heads that report metrics
 
 Batch = dict[str, Any]
 """A batch dict: ``{"video": [B, 3, T, H, W], "label" | "caption" | ...: ..., "index": [B]}``."""

@@ -6,18 +6,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from timm.layers import trunc_normal_
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch import Tensor, nn
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
 
 from umt.checkpoints import CheckpointError, CheckpointParts, HeadMode
 from umt.data.transforms import VideoMixup
 from umt.heads.base import Batch, EncoderStep, EvalContext, Head, HeadContext, load_module_part
+
+if TYPE_CHECKING:
+    from torchmetrics import MetricCollection
 from umt.models.config import HeadPool
 from umt.models.vit import EncoderOutput
 from umt.plots import write_classification_plots
@@ -174,6 +175,9 @@ class ClassificationHead(Head):
 
     def metrics(self, stage: str) -> MetricCollection:
         """``top1``, ``top5`` (capped by the classes) and ``mean_class_accuracy`` over scores ``[B, K]``."""
+        from torchmetrics import MetricCollection  # imported here: ``umt info`` / ``classify`` need no metrics
+        from torchmetrics.classification import MulticlassAccuracy
+
         classes = self.num_classes
         if classes < 2:
             raise ValueError("metrics need a classifier with at least 2 classes")

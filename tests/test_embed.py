@@ -116,8 +116,8 @@ def test_interrupted_command_says_how_to_continue(tmp_path: Path, video_list: Pa
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("umt.cli.embed_videos", interrupted)
-    monkeypatch.setattr("umt.cli.create_model", lambda *args, **kwargs: None)
+    monkeypatch.setattr("umt.embed.embed_videos", interrupted)  # imported by the command when it runs
+    monkeypatch.setattr("umt.cli_models.create_model", lambda *args, **kwargs: None)
     with pytest.raises(SystemExit) as exit_info:
         main(["embed", str(video_list), "--out", str(tmp_path / "feats.npy")])
     assert exit_info.value.code == 130

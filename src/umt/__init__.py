@@ -3,13 +3,6 @@
 from importlib import import_module
 from typing import Any
 
-from umt.checkpoints import CheckpointError, read_checkpoint
-from umt.flop_count import FlopReport, flops
-from umt.models.classifier import VideoClassifier
-from umt.models.config import ModelConfig, list_models
-from umt.models.factory import create_model
-from umt.models.vit import EncoderOutput, VideoViT
-
 __all__ = [
     "CheckpointError",
     "EncoderConfig",
@@ -32,11 +25,15 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
-_LAZY = {name: "umt.models.video_text" for name in ("VideoTextConfig", "VideoTextModel", "create_video_text_model")}
-_LAZY |= {"UMTModule": "umt.module"}
+_LAZY = {name: "umt.checkpoints" for name in ("CheckpointError", "read_checkpoint")}
+_LAZY |= {"VideoClassifier": "umt.models.classifier", "create_model": "umt.models.factory"}
+_LAZY |= {name: "umt.models.config" for name in ("ModelConfig", "list_models")}
+_LAZY |= {name: "umt.models.vit" for name in ("EncoderOutput", "VideoViT")}
+_LAZY |= {name: "umt.models.video_text" for name in ("VideoTextConfig", "VideoTextModel", "create_video_text_model")}
+_LAZY |= {"UMTModule": "umt.module"} | {name: "umt.flop_count" for name in ("FlopReport", "flops")}
 _LAZY |= {name: "umt.options" for name in ("EncoderConfig", "MaskingConfig", "OptimizerConfig", "TeacherSpec")}
-"""Names imported on first use: the video-text model pulls in transformers and the module Lightning, which
-video-only inference never needs."""
+"""Names imported on first use: ``import umt`` (and so the ``umt`` command's help) stays free of torch; the
+video-text model pulls in transformers and the module Lightning, which video-only inference never needs."""
 
 
 def __getattr__(name: str) -> Any:

@@ -3,49 +3,16 @@
 from __future__ import annotations
 
 import logging
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
-import torch
 from jsonargparse import auto_cli
 
-from umt.attention_map import save_png
-from umt.checkpoints import Checkpoint, CheckpointError, key_groups, load_weights, read_checkpoint, save_native
-from umt.data.check import check_dataset
-from umt.data.decoding import VideoError
-from umt.data.synthetic import SyntheticConfig, class_names, generate
-from umt.embed import embed_videos, output_paths
-from umt.labels import labels_for
-from umt.models.classifier import VideoClassifier
-from umt.models.config import MODEL_CONFIGS, get_config
-from umt.models.factory import create_model
-from umt.models.teacher import create_teacher
-from umt.predict import attention_picture, predict_clip, read_test_clip
+from umt.errors import UsageError, check_positive, reported
 
-
-def _model_for(checkpoint: Checkpoint, num_frames: int | None, img_size: int | None,
-               num_heads: int | None) -> tuple[str, dict[str, Any]]:
-    """The model name and options that fit ``checkpoint``: a named size when embed_dim and depth match
-    one (else ``umt_b16`` resized, heads from ``num_heads`` or a head width of 64), frames from its table."""
-    overrides: dict[str, Any] = {k: v for k, v in {"img_size": img_size, "num_heads": num_heads}.items() if v}
-    name = checkpoint.name or next((n for n, c in MODEL_CONFIGS.items()
-                                    if (c.embed_dim, c.depth) == (checkpoint.embed_dim, checkpoint.depth)), None)
-    if name is None:
-        name = "umt_b16"
-        patch = checkpoint.state_dict["encoder.patch_embed.proj.weight"]
-        fc1 = checkpoint.state_dict["encoder.blocks.0.mlp.fc1.weight"]
-        overrides = {"embed_dim": checkpoint.embed_dim, "depth": checkpoint.depth,
-                     "num_heads": max(checkpoint.embed_dim // 64, 1), "patch_size": patch.shape[-1],
-                     "tubelet_size": patch.shape[2], "mlp_ratio": fc1.shape[0] / fc1.shape[1]} | overrides
-    config = get_config(name, **{**checkpoint.config, **overrides})
-    table = checkpoint.state_dict.get("encoder.pos_embed")
-    if num_frames is not None:
-        overrides["num_frames"] = num_frames
-    elif table is not None and checkpoint.family != "umt":
-        overrides["num_frames"] = table.shape[1] // (config.grid[0] * config.grid[1]) * config.tubelet_size
-    return name, overrides
+# Heavy imports (torch, the models, PyAV) happen inside the commands, so that ``umt --help`` answers at once;
+# jsonargparse reads only the signatures and docstrings here.
 
 
 def convert(source: Path, out: Path, num_frames: int | None = None, img_size: int | None = None,
@@ -62,8 +29,16 @@ def convert(source: Path, out: Path, num_frames: int | None = None, img_size: in
             or a text file with one name per line (``umt predict`` then prints them).
         trust_pickle: allow files holding Python objects besides tensors (trusted sources only).
     """
+    from umt.checkpoints import read_checkpoint, save_native
+    from umt.cli_models import model_for
+    from umt.labels import labels_for
+    from umt.models.factory import create_model
+
+    check_positive(num_frames=num_frames, img_size=img_size, num_heads=num_heads)
+    _input_file(source, "source")
+    out = _output_file(out, "out")
     checkpoint = read_checkpoint(source, trust_pickle)
-    name, overrides = _model_for(checkpoint, num_frames, img_size, num_heads)
+    name, overrides = model_for(checkpoint, num_frames, img_size, num_heads)
     model = create_model(name, checkpoint, **overrides)
     save_native(model, out, name, None if labels is None else labels_for(model.config.num_classes, labels))
     config = model.config
@@ -79,8 +54,14 @@ def info(checkpoint: Path, num_heads: int | None = None, trust_pickle: bool = Fa
         num_heads: attention heads, for sizes other than UMT-B/16 and UMT-L/16 (default: width / 64).
         trust_pickle: allow files holding Python objects besides tensors (trusted sources only).
     """
+    from umt.checkpoints import key_groups, load_weights, read_checkpoint
+    from umt.cli_models import model_for
+    from umt.models.factory import create_model
+
+    check_positive(num_heads=num_heads)
+    _input_file(checkpoint, "checkpoint")
     loaded = read_checkpoint(checkpoint, trust_pickle)
-    name, overrides = _model_for(loaded, None, None, num_heads)
+    name, overrides = model_for(loaded, None, None, num_heads)
     model = create_model(name, device="meta", **{**loaded.config, **overrides})
     report = load_weights(model, loaded)
     config = model.config
@@ -100,29 +81,27 @@ def info(checkpoint: Path, num_heads: int | None = None, trust_pickle: bool = Fa
         print(f"{key:<{width}}  {value}")
 
 
-def _load_model(checkpoint: Path | None, model: str, num_frames: int | None, num_heads: int | None,
-                trust_pickle: bool) -> tuple[VideoClassifier, str, list[str] | None]:
-    """The model of ``checkpoint`` (random ``model`` weights, seed 0, without one), its name, and the class
-    names stored in the file (converted files only). ``num_frames`` None keeps the file's (or 8)."""
-    if checkpoint is None:
-        torch.manual_seed(0)
-        return create_model(model, **({} if num_frames is None else {"num_frames": num_frames})), model, None
-    loaded = read_checkpoint(checkpoint, trust_pickle)
-    name, overrides = _model_for(loaded, num_frames, None, num_heads)
-    return create_model(name, loaded, **overrides), name, loaded.labels
-
-
 def _predict(video: Path | None, checkpoint: Path | None, labels: str | None, top_k: int,
              save_attention: Path | None, teacher_weights: Path | None, model: str, num_frames: int | None,
              num_heads: int | None, trust_pickle: bool) -> None:
     """``umt classify``: classify, print the top classes, optionally draw the attention."""
+    from umt.attention_map import save_png
+    from umt.cli_models import load_model, synthetic_clip
+    from umt.labels import labels_for
+    from umt.models.teacher import create_teacher
+    from umt.predict import attention_picture, predict_clip, read_test_clip
+
     if teacher_weights is not None and save_attention is None:
         raise ValueError("--teacher_weights only chooses the attention drawn by --save_attention; add it")
-    net, name, stored = _load_model(checkpoint, model, num_frames, num_heads, trust_pickle)
+    check_positive(top_k=top_k)
+    _input_file(checkpoint, "checkpoint")
+    if save_attention is not None:
+        save_attention = _output_file(save_attention, "save_attention")
+    net, name, stored = load_model(checkpoint, model, num_frames, num_heads, trust_pickle)
     names = stored if labels is None and stored is not None else labels_for(net.config.num_classes, labels)
     frames = net.config.num_frames
     if video is None:
-        clip, source = _synthetic_clip(frames), "built-in synthetic clip"
+        clip, source = synthetic_clip(frames), "built-in synthetic clip"
     else:
         clip, source = read_test_clip(video, frames), str(video)
     teacher = None
@@ -194,7 +173,16 @@ def embed(annotation: Path, out: Path = Path("features.npy"), checkpoint: Path |
         workers: decoding processes.
         trust_pickle: allow files holding Python objects besides tensors (trusted sources only).
     """
-    net = _load_model(checkpoint, model, num_frames, num_heads, trust_pickle)[0]
+    from umt.cli_models import load_model
+    from umt.embed import embed_videos, output_paths
+
+    check_positive(batch_size=batch_size)
+    _input_file(checkpoint, "checkpoint")
+    if workers < 0:
+        raise UsageError(f"--workers must be 0 (decode in this process) or more, got {workers}")
+    if out.is_dir():
+        raise UsageError(f"--out {out}: a folder; give a .npy file path")
+    net = load_model(checkpoint, model, num_frames, num_heads, trust_pickle)[0]
     try:
         result = embed_videos(annotation, out, net, batch_size, prefix, workers)
     except KeyboardInterrupt:
@@ -218,6 +206,9 @@ def check(annotation: Path, prefix: Path | None = None, workers: int = 4) -> Non
         prefix: folder that relative paths start from (default: the list's folder).
         workers: videos decoded in parallel.
     """
+    from umt.data.check import check_dataset
+
+    check_positive(workers=workers)
     records, problems = check_dataset(annotation, prefix, workers)
     for problem in problems:
         print(f"{problem.path}: {problem.reason}")
@@ -239,6 +230,8 @@ def synth(out: Path, num_classes: int = 6, train_size: int = 240, val_size: int 
         size: frame side in pixels.
         seed: the same seed writes the same dataset.
     """
+    from umt.data.synthetic import SyntheticConfig, class_names, generate
+
     config = SyntheticConfig(num_classes=num_classes, train_size=train_size, val_size=val_size,
                              test_size=test_size, num_frames=num_frames, size=size, seed=seed)
     generate(out, config)
@@ -264,18 +257,20 @@ def search(query: str, videos: Path | None = None, checkpoint: Path | None = Non
         save_grid: write a PNG contact sheet of the results (a few frames each, the query and the scores).
         trust_pickle: allow official files holding Python objects besides tensors (trusted sources only).
     """
+    from umt.cli_models import video_text_hparams
     from umt.models.video_text import load_video_text_model
     from umt.search import MediaIndex, default_cache, media_files, search_media
 
     if videos is None or checkpoint is None:
         raise ValueError("umt search needs --videos DIR and --checkpoint FILE")
+    check_positive(top=top)
     if not videos.is_dir():
         raise ValueError(f"{videos} is not a folder")
     files = media_files(videos)
     if not files:
         raise ValueError(f"{videos} holds no videos")
     model = load_video_text_model(checkpoint, trust_pickle).eval()
-    hparams = _video_text_hparams(checkpoint)
+    hparams = video_text_hparams(checkpoint)
     default_tokenizer = "bert-large-uncased" if model.config.text.hidden_size == 1024 else "bert-base-uncased"
     tokenizer = tokenizer or hparams.get("tokenizer", default_tokenizer)
     index = MediaIndex(model, checkpoint, cache or default_cache())
@@ -289,19 +284,6 @@ def search(query: str, videos: Path | None = None, checkpoint: Path | None = Non
         from umt.contact_sheet import save_contact_sheet
 
         print(f"wrote {save_contact_sheet(hits, query, save_grid)}")
-
-
-def _synthetic_clip(num_frames: int, size: int = 256) -> torch.Tensor:
-    """uint8 ``[T, size, size, 3]``: a bright square moving left to right over a colour gradient."""
-    ramp = torch.linspace(0, 255, size)
-    frames = torch.stack([ramp[None, :].expand(size, size), ramp[:, None].expand(size, size),
-                          torch.full((size, size), 64.0)], -1).repeat(num_frames, 1, 1, 1)
-    side = size // 4
-    for t in range(num_frames):
-        left = round(t * (size - side) / max(num_frames - 1, 1))
-        top = round(size / 2 - side / 2 + side * math.sin(t))
-        frames[t, top : top + side, left : left + side] = 255.0
-    return frames.to(torch.uint8)
 
 
 def demo(out: Path = Path("demo"), seed: int = 0, progress: bool = True) -> None:
@@ -318,14 +300,6 @@ def demo(out: Path = Path("demo"), seed: int = 0, progress: bool = True) -> None
     from umt.demo import run_demo  # imports open_clip's text side and the fine-tuning module on use only
 
     run_demo(out, seed, progress)
-
-
-def _video_text_hparams(checkpoint: Path) -> dict[str, Any]:
-    """``tokenizer`` and ``max_length`` of a ``UMTModule`` checkpoint's video-text head (empty for other files)."""
-    if checkpoint.suffix != ".ckpt":
-        return {}
-    heads = torch.load(checkpoint, map_location="cpu", weights_only=True).get("umt_heads", {})
-    return dict(heads.get("video_text", {}).get("options", {}))
 
 
 def heads() -> None:
@@ -347,8 +321,29 @@ def _list_plugins(kind: str) -> None:
         print("  ".join(value.ljust(width) for value, width in zip(row[:3], widths, strict=True)) + "  " + row[3])
 
 
-LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-"""Subcommands handed to LightningCLI over ``umt.UMTModule`` (``umt fit --config RECIPE.yaml``)."""
+def _input_file(path: Path | None, option: str) -> None:
+    """``UsageError`` when ``path`` is given and is a folder or missing."""
+    if path is not None and path.is_dir():
+        raise UsageError(f"--{option} {path}: a folder; give a file")
+    if path is not None and not path.exists():
+        raise UsageError(f"--{option} {path}: no such file")
+
+
+def _output_file(path: Path, option: str) -> Path:
+    """``path`` with its folder created; ``UsageError`` when it is a folder itself."""
+    if path.is_dir():
+        raise UsageError(f"--{option} {path}: a folder; give a file path inside it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+LIGHTNING_COMMANDS = {
+    "fit": "Train umt.UMTModule from a recipe: umt fit --config RECIPE.yaml [--ckpt_path last].",
+    "validate": "Evaluate a checkpoint on the validation split: umt validate --config RECIPE.yaml.",
+    "test": "Evaluate a checkpoint on the test split (all views): umt test --config RECIPE.yaml.",
+    "predict": "Write the first head's predictions: umt predict --config RECIPE.yaml.",
+}
+"""Subcommands handed to LightningCLI over ``umt.UMTModule`` (``umt fit --help`` lists their options)."""
 
 COMMANDS: dict[str, Any] = {
     "demo": demo, "convert": convert, "info": info, "classify": classify, "embed": embed, "search": search,
@@ -359,11 +354,30 @@ COMMANDS: dict[str, Any] = {
 SWITCHES = ("--rerank",)
 """Boolean options that may be given bare (``--rerank`` = ``--rerank true``)."""
 
+USAGE_ERRORS: tuple[type[BaseException] | str, ...] = (ValueError, OSError, "umt.data.decoding.VideoError")
+"""Errors of the library's own subcommands that are user mistakes (``CheckpointError`` is a ``ValueError``),
+reported in one line with exit status 2."""
 
-def _bare_switches(argv: list[str]) -> list[str]:
-    """``argv`` with ``true`` added after every bare ``SWITCHES`` option."""
+
+def _lightning_command(name: str) -> Any:
+    """A listing of the LightningCLI subcommand ``name`` for ``umt --help`` (it runs LightningCLI)."""
+    def command() -> None:
+        from umt.lightning import run
+
+        run([name])
+
+    command.__doc__ = LIGHTNING_COMMANDS[name]
+    command.__name__ = name
+    return command
+
+
+def _normalised(argv: list[str]) -> list[str]:
+    """``argv`` with ``--option-name`` spelled ``--option_name`` and ``true`` added after bare ``SWITCHES``."""
     out = []
     for position, arg in enumerate(argv):
+        if arg.startswith("--") and "-" in arg.split("=", 1)[0][2:]:
+            key, sep, value = arg.partition("=")
+            arg = "--" + key[2:].replace("-", "_") + sep + value
         out.append(arg)
         following = argv[position + 1] if position + 1 < len(argv) else ""
         if arg in SWITCHES and following.lower() not in ("true", "false"):
@@ -371,9 +385,20 @@ def _bare_switches(argv: list[str]) -> list[str]:
     return out
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("unmasked-teacher")
+    except PackageNotFoundError:
+        from umt import __version__
+
+        return __version__
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``umt`` console script: ``fit|validate|test|predict`` go to LightningCLI, every other
-    subcommand to ``COMMANDS``."""
+    subcommand to ``COMMANDS``. User mistakes print one line and exit with 2 (``UMT_DEBUG=1``: the traceback)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = sys.argv[1:] if argv is None else list(argv)
     if args and args[0] in LIGHTNING_COMMANDS:
@@ -381,8 +406,11 @@ def main(argv: list[str] | None = None) -> None:
 
         run(args)
         return
-    try:
-        auto_cli(COMMANDS, args=_bare_switches(args), as_positional=True)
-    except (CheckpointError, VideoError, ValueError, OSError) as error:
-        print(f"umt: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from error
+    if args[:1] == ["--version"]:
+        print(f"umt {_version()}")
+        return
+    commands = COMMANDS
+    if not args or args[0] in ("-h", "--help"):
+        commands = {**{name: _lightning_command(name) for name in LIGHTNING_COMMANDS}, **COMMANDS}
+    command = " ".join(args[:2]) if args[:1] == ["data"] else args[0] if args else "umt"
+    reported(command, lambda: auto_cli(commands, args=_normalised(args), as_positional=True), USAGE_ERRORS)

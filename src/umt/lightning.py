@@ -3,6 +3,8 @@ modules named by entry-point name or class path."""
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +12,17 @@ import lightning as L
 import yaml
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from umt.checkpointing import SafeLastCheckpoint, check_complete, newest_last
+from umt.errors import UsageError, reported
 from umt.heads.base import DataInfo
 from umt.module import UMTModule
 from umt.plugins import resolve_class_paths
 
+logger = logging.getLogger("umt")
+
 CONFIG_OPTIONS = ("-c", "--config")
+USAGE_ERRORS = (ValueError, OSError, "umt.data.decoding.VideoError")
+"""Errors of a LightningCLI run that are user mistakes (a wrong option, file or data), reported in one line."""
 
 
 def data_info(datamodule: L.LightningDataModule) -> DataInfo:
@@ -81,15 +89,76 @@ def _resolved_option(arg: str, previous: str) -> str:
     return arg
 
 
+def check_options(args: list[str]) -> None:
+    """Raise ``UsageError`` for an option spelled with dashes (``--data.batch-size``): recipe keys use
+    underscores."""
+    for arg in args:
+        key = arg.split("=", 1)[0]
+        if key.startswith("--") and "-" in key[2:]:
+            raise UsageError(f"option {key}: keys are spelled with underscores: {key[:2] + key[2:].replace('-', '_')}")
+
+
+def check_classes(datamodule: L.LightningDataModule) -> None:
+    """Raise ``UsageError`` when the ``classes.txt`` of the data module's root names more classes than its
+    ``num_classes`` (labels out of range; fewer is allowed: a subset, or a small set on a large recipe)."""
+    root, classes = getattr(datamodule, "root", None), getattr(datamodule, "num_classes", None)
+    names = Path(root) / "classes.txt" if root is not None else None
+    if classes is None or names is None or not names.is_file():
+        return
+    found = len([line for line in names.read_text().splitlines() if line.strip()])
+    if found > classes:
+        raise UsageError(f"the recipe has {classes} classes but {names} names {found}: set --data.num_classes "
+                         f"{found} (and the head's num_classes, if set) or point --data.root at the right data")
+
+
+def resume_path(ckpt_path: str | None, root: Path) -> str | None:
+    """The checkpoint to resume from: ``last`` is the newest ``last.ckpt`` under the run folder ``root`` (None,
+    a fresh start, when there is none yet); any file is checked to be whole first.
+
+    Raises:
+        UsageError: the file is missing, a folder, truncated or corrupt.
+    """
+    if ckpt_path is None:
+        return None
+    if ckpt_path == "last":
+        found = newest_last(root)
+        if found is None:
+            logger.info(f"--ckpt_path last: no {root}/**/last.ckpt yet; starting from step 0")
+            return None
+        logger.info(f"--ckpt_path last: resuming from {found}")
+        ckpt_path = str(found)
+    check_complete(Path(ckpt_path))
+    return ckpt_path
+
+
 class UMTCLI(LightningCLI):
     """LightningCLI with ``UMTModule`` as the model; the data module's classes and clips per step are linked into
-    ``model.data_info``."""
+    ``model.data_info``; every run keeps a safe ``last.ckpt`` (``--last_checkpoint.*``: see
+    ``umt.checkpointing.SafeLastCheckpoint``) and ``--ckpt_path last`` resumes from the newest one."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data", "model.data_info", compute_fn=data_info, apply_on="instantiate")
+        parser.add_lightning_class_args(SafeLastCheckpoint, "last_checkpoint")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config.get(self.subcommand, self.config)
+        batch = config.get("data", {}).get("init_args", {}).get("batch_size")
+        if isinstance(batch, int) and batch < 1:
+            raise UsageError(f"--data.batch_size must be at least 1, got {batch}")
+
+    def before_fit(self) -> None:
+        check_classes(self.datamodule)
+        options = self.config_init["fit"]
+        options["ckpt_path"] = resume_path(options.get("ckpt_path"), Path(self.trainer.default_root_dir))
 
 
 def run(args: list[str]) -> None:
-    """Run LightningCLI on ``args`` (``fit --config RECIPE.yaml ...``)."""
-    UMTCLI(UMTModule, L.LightningDataModule, subclass_mode_data=True, args=resolve_arguments(args),
-           save_config_kwargs={"overwrite": True})
+    """Run LightningCLI on ``args`` (``fit --config RECIPE.yaml ...``); user mistakes end in one line (exit 2)."""
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")  # args are sys.argv's
+
+    def cli() -> None:
+        check_options(args)
+        UMTCLI(UMTModule, L.LightningDataModule, subclass_mode_data=True, args=resolve_arguments(args),
+               save_config_kwargs={"overwrite": True})
+
+    reported(args[0], cli, USAGE_ERRORS)
