@@ -60,3 +60,24 @@ def test_classify_real_video(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     probabilities = [float(line.split()[1]) for line in lines[1:]]
     assert len(probabilities) == 3 and probabilities == sorted(probabilities, reverse=True)
     assert sorted(line.split()[2] for line in lines[1:]) == ["class_0", "class_1", "class_2"]
+
+
+def test_zoo_lists_the_released_files_of_a_task(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["zoo", "--task", "classification"])
+    rows = capsys.readouterr().out.splitlines()
+    names = {row.split()[0] for row in rows[2:] if row and not row.startswith(("files from", "-"))}
+    assert "b16_ptk710_ftk710_ftk400_f8_res224" in names and all("_ft" in name for name in names)
+    assert any("top-1 87.4" in row for row in rows)
+
+
+def test_info_counts_flops(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``umt info FILE --flops`` prints the fvcore count of the file's model per view (same as ``umt.flops``)."""
+    path = write_official_classifier(tmp_path / "k400.pth", num_classes=400, **{k: v for k, v in TINY.items()
+                                                                                if k != "num_classes"})
+    main(["info", str(path), "--num_heads", "2", "--flops"])
+    line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith("GFLOPs per view"))
+    # the file states no input size: info describes (and counts) the default view, 8 frames x 224 px
+    model = umt.create_model("umt_b16", path, embed_dim=32, depth=2, num_heads=2, num_classes=400)
+    report = umt.flops(model, torch.zeros(1, 3, 8, 224, 224))
+    assert report.backbone > 0.1
+    assert f"backbone {report.backbone:.1f}, whole model {report.total:.1f}" in line

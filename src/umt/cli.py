@@ -46,12 +46,15 @@ def convert(source: Path, out: Path, num_frames: int | None = None, img_size: in
           f"{config.num_frames} frames x {config.img_size}px, {config.num_classes} classes")
 
 
-def info(checkpoint: Path, num_heads: int | None = None, trust_pickle: bool = False) -> None:
+def info(checkpoint: Path, num_heads: int | None = None, flops: bool = False, trust_pickle: bool = False) -> None:
     """Describe a checkpoint: family, sizes, parameter count and what loading drops.
+
+    Example: ``umt info b16_ptk710_ftk710_ftk400_f8_res224.pth --flops``.
 
     Args:
         checkpoint: official or converted checkpoint file.
         num_heads: attention heads, for sizes other than UMT-B/16 and UMT-L/16 (default: width / 64).
+        flops: also count GFLOPs per view of the backbone and the whole model (fvcore, on the meta device).
         trust_pickle: allow files holding Python objects besides tensors (trusted sources only).
     """
     from umt.checkpoints import key_groups, load_weights, read_checkpoint
@@ -76,9 +79,32 @@ def info(checkpoint: Path, num_heads: int | None = None, trust_pickle: bool = Fa
         ("dropped by design", f"{len(report.dropped)} keys {key_groups(report.dropped)}"),
         ("initialised fresh", f"{len(report.initialised)} keys {key_groups(report.initialised)}"),
     ]
+    if flops:
+        import torch
+
+        from umt.flop_count import flops as count_flops
+
+        shape = (1, config.in_chans, config.num_frames, config.img_size, config.img_size)
+        counted = create_model(name, device="meta", **{**loaded.config, **overrides})  # no weights needed
+        report = count_flops(counted, torch.empty(shape, device="meta"))
+        rows.append(("GFLOPs per view", f"backbone {report.backbone:.1f}, whole model {report.total:.1f} (fvcore: a "
+                                        "multiply-add counts one)"))
     width = max(len(key) for key, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
+
+
+def zoo(task: str | None = None) -> None:
+    """List the released official UMT files: family, size, frames, resolution, dataset, reported number, recipe.
+
+    Example: ``umt zoo --task retrieval``; load one with ``umt.create_model("umt_b16", pretrained=NAME)``.
+
+    Args:
+        task: only the rows of this task (as in the table's task column).
+    """
+    from umt.zoo import print_zoo
+
+    print_zoo(task)
 
 
 def _predict(video: Path | None, checkpoint: Path | None, labels: str | None, top_k: int,
@@ -346,12 +372,12 @@ LIGHTNING_COMMANDS = {
 """Subcommands handed to LightningCLI over ``umt.UMTModule`` (``umt fit --help`` lists their options)."""
 
 COMMANDS: dict[str, Any] = {
-    "demo": demo, "convert": convert, "info": info, "classify": classify, "embed": embed, "search": search,
+    "demo": demo, "convert": convert, "info": info, "zoo": zoo, "classify": classify, "embed": embed, "search": search,
     "heads": heads, "datamodules": datamodules, "data": {"check": check, "synth": synth},
 }
 """The library's own subcommands (plain typed functions read by jsonargparse)."""
 
-SWITCHES = ("--rerank",)
+SWITCHES = ("--rerank", "--flops",)
 """Boolean options that may be given bare (``--rerank`` = ``--rerank true``)."""
 
 USAGE_ERRORS: tuple[type[BaseException] | str, ...] = (ValueError, OSError, "umt.data.decoding.VideoError")
