@@ -28,7 +28,12 @@ ENCODER_OPTIONS = {"crf": "18", "preset": "veryfast", "threads": "1"}
 
 @dataclass(frozen=True)
 class SyntheticAVAConfig:
-    """Movies per split, their length in seconds at ``fps``, frame ``width x height``, shapes per movie, seed."""
+    """Movies per split, their length in seconds at ``fps``, frame ``width x height``, shapes per movie, seed, and
+    the range of the motion periods in seconds.
+
+    The periods are long against the AVA sampling (8 frames 8 apart: 0.5 s at 16 fps, 3.5 s in all), so that the
+    clip of a keyframe sees about one cycle; a period near 1 s would alias to (almost) no motion.
+    """
 
     train_movies: int = 8
     val_movies: int = 4
@@ -38,12 +43,13 @@ class SyntheticAVAConfig:
     height: int = 96
     shapes: int = 2
     seed: int = 0
+    period: tuple[float, float] = (2.5, 3.5)
 
 
 def _track(action: str, times: np.ndarray, rng: np.random.Generator, config: SyntheticAVAConfig,
            slot: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Centre x, y and radius in pixels ``[T]`` of one shape; shapes sit in separate vertical slots."""
-    period = rng.uniform(0.8, 1.2)
+    period = rng.uniform(*config.period)
     phase = rng.uniform(0, 2 * np.pi)
     wave = np.sin(2 * np.pi * times / period + phase)
     slot_width = config.width / config.shapes
@@ -90,7 +96,7 @@ def generate_ava(out: str | Path, config: SyntheticAVAConfig = SyntheticAVAConfi
     below 0.8 (dropped by the detection threshold).
     """
     out = Path(out)
-    manifest = {"generator": "umt.data.synthetic_ava", "version": 1, "config": asdict(config)}
+    manifest = json.loads(json.dumps({"generator": "umt.data.synthetic_ava", "version": 2, "config": asdict(config)}))
     if (out / MANIFEST).is_file() and json.loads((out / MANIFEST).read_text()) == manifest:
         return out
     (out / "videos").mkdir(parents=True, exist_ok=True)
