@@ -422,12 +422,13 @@ class CheckpointParts:
     """Any checkpoint split for ``umt.UMTModule``: the encoder's tensors and the rest, for the heads to take.
 
     Attributes:
-        family: ``finetune``, ``pretrain``, ``mm_vision``, ``umt``, ``mm_model``, ``mm_retrieval`` or
-            ``module`` (a ``UMTModule`` Lightning checkpoint).
+        family: ``finetune``, ``pretrain``, ``mm_vision``, ``umt``, ``mm_model``, ``mm_retrieval``, ``ava`` (an
+            official AVA detector) or ``module`` (a ``UMTModule`` Lightning checkpoint).
         encoder: ``VideoViT`` keys (the stage-1 final norm included where the file has one).
         rest: every other tensor under this library's names: ``head.fc_norm.*`` / ``head.fc.*`` (classifiers),
             ``pool_norm.*``, ``text_encoder.*``, ``vision_proj.*``, ``text_proj.*``, ``itm_head.*``, ``temp``
-            (stage 2), ``heads.{name}.*`` (module checkpoints).
+            (stage 2), ``norm.*`` / ``head.fc.*`` (the AVA detector's final norm and ROI classifier),
+            ``heads.{name}.*`` (module checkpoints).
         raw: the file's tensors under their own names (e.g. the official ``clip_decoder.*``).
         dropped: keys the family drops by design.
         hints: encoder options the layout implies (``final_norm``, ``pos_embed``).
@@ -478,6 +479,8 @@ def read_parts(source: str | Path | Mapping[str, Any], trust_pickle: bool = Fals
                 for k, v in loaded.state_dict.items() if not k.startswith(encoder_prefix)}
         return CheckpointParts(loaded.family, encoder, rest, raw, loaded.dropped,
                                {"final_norm": True, "pos_embed": "extend"})
+    if "patch_embed.proj.weight" in raw and "norm.weight" in raw and "fc_norm.weight" not in raw:
+        return _detector_parts(obj, raw, trust_pickle)
     loaded = read_checkpoint(obj, trust_pickle)
     encoder = {k.removeprefix("encoder."): v for k, v in loaded.state_dict.items() if k.startswith("encoder.")}
     rest = {k: v for k, v in loaded.state_dict.items() if not k.startswith("encoder.")}
@@ -486,6 +489,19 @@ def read_parts(source: str | Path | Mapping[str, Any], trust_pickle: bool = Fals
         encoder |= {k.removeprefix("encoder."): raw[k] for k in ("encoder.norm.weight", "encoder.norm.bias")}
         dropped = [k for k in dropped if not k.startswith("encoder.norm.")]
     return CheckpointParts(loaded.family, encoder, rest, raw, dropped, dict(loaded.config), loaded.labels)
+
+
+def _detector_parts(obj: Any, raw: dict[str, Tensor], trust_pickle: bool) -> CheckpointParts:
+    """An official AVA detector file: the encoder without its final norm; the norm (``norm.*``) and the ROI
+    classifier (``head.fc.*``) left to the detection head; the ``online`` table."""
+    from umt.detection.checkpoints import read_detector_checkpoint  # umt.detection imports this module
+
+    loaded = read_detector_checkpoint(obj, trust_pickle)
+    state = {k.removeprefix("encoder."): v for k, v in loaded.state_dict.items()}
+    encoder = {k: v for k, v in state.items() if not k.startswith(("norm.", "head."))}
+    rest = {k: v for k, v in state.items() if k not in encoder}
+    return CheckpointParts(loaded.family, encoder, rest, raw, loaded.dropped, {"final_norm": False,
+                                                                               "pos_embed": "online"})
 
 
 def check_fit(state: Mapping[str, Tensor], target: Mapping[str, Tensor], what: str, family: str,

@@ -328,6 +328,55 @@ def demo(out: Path = Path("demo"), seed: int = 0, progress: bool = True) -> None
     run_demo(out, seed, progress)
 
 
+def detect(video: Path, checkpoint: Path | None = None, boxes: Path | None = None, time: float | None = None,
+           save_boxes: Path | None = None, images: Path | None = None, top_k: int = 5, min_score: float = 0.8,
+           trust_pickle: bool = False) -> None:
+    """Detect actions: the top AVA actions with probabilities of each person box at one moment of a video.
+
+    The official AVA detector sees 8 frames at stride 8 centred on ``--time``, short side 256. Example:
+    ``umt detect clip.mp4 --checkpoint b16_ptk710_ftk710_ftava_f8_res224.pth --time 3 --save_boxes boxes.png``.
+
+    Args:
+        video: video file (anything FFmpeg decodes).
+        checkpoint: official AVA detector file (``{b16,l16}_ptk710_ftk710_ftava_f8_res224.pth``).
+        boxes: person boxes: a SlowFast-style CSV (``video,second,x1,y1,x2,y2,action,score``, normalised) or
+            AlphAction's JSON (with ``--images``); the rows of the video named by this file's stem, or every row
+            when the file names one video. Default: the whole frame as one box.
+        time: second of the video (default: the first second with boxes, else the middle of the video).
+        save_boxes: write a PNG of the frame with the boxes and their top actions.
+        images: AlphAction's ``ava_val_v2.2_min.json`` for JSON boxes.
+        top_k: actions printed per box.
+        min_score: boxes of a file below this person score are left out (official 0.8).
+        trust_pickle: allow files holding Python objects besides tensors (trusted sources only).
+    """
+    from umt.detect import run_detect
+
+    if checkpoint is None:
+        raise ValueError("umt detect needs --checkpoint AVA_FILE (an official *_ftava_* detector)")
+    run_detect(video, checkpoint, boxes, time, save_boxes, images, top_k, min_score, trust_pickle)
+
+
+def ava_eval(groundtruth: Path, detections: Path, labelmap: Path | None = None, exclusions: Path | None = None) -> None:
+    """The official AVA frame mAP (PASCAL VOC AP at IoU 0.5 per class) of a detections CSV; prints the mAP and
+    the AP of every class of the label map (nan: no ground truth).
+
+    Args:
+        groundtruth: ground-truth CSV (``ava_val_v2.2.csv``).
+        detections: detections CSV (``video,second,x1,y1,x2,y2,action,score``, normalised).
+        labelmap: evaluated classes (``ava_action_list_v2.2_for_activitynet_2019.pbtxt``).
+        exclusions: excluded timestamps CSV (``ava_val_excluded_timestamps_v2.2.csv``).
+    """
+    from umt.detection.evaluation import evaluate_ava, read_labelmap
+
+    if labelmap is None:
+        raise ValueError("umt data ava-eval needs --labelmap (ava_action_list_v2.2_for_activitynet_2019.pbtxt)")
+    result = evaluate_ava(groundtruth, detections, labelmap, exclusions)
+    names = read_labelmap(labelmap)
+    print(f"mAP@0.5IOU {result['mAP']:.6f} over {len(names)} classes")
+    for class_id, ap in result["per_class"].items():
+        print(f"  {class_id:>3}  {ap:.6f}  {names[class_id]}")
+
+
 def heads() -> None:
     """List the installed task heads (entry points ``umt.heads``): name, target, distribution, status."""
     _list_plugins("heads")
@@ -372,8 +421,9 @@ LIGHTNING_COMMANDS = {
 """Subcommands handed to LightningCLI over ``umt.UMTModule`` (``umt fit --help`` lists their options)."""
 
 COMMANDS: dict[str, Any] = {
-    "demo": demo, "convert": convert, "info": info, "zoo": zoo, "classify": classify, "embed": embed, "search": search,
-    "heads": heads, "datamodules": datamodules, "data": {"check": check, "synth": synth},
+    "demo": demo, "convert": convert, "info": info, "zoo": zoo, "classify": classify, "embed": embed,
+    "search": search, "detect": detect, "heads": heads, "datamodules": datamodules,
+    "data": {"check": check, "synth": synth, "ava-eval": ava_eval},
 }
 """The library's own subcommands (plain typed functions read by jsonargparse)."""
 

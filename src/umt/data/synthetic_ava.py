@@ -20,6 +20,8 @@ from umt.data.writer import write_video
 
 ACTIONS = ("stand still", "sway sideways", "bounce", "pulse")
 """Action names; action ``i`` has AVA id ``i + 1``."""
+ACTION_SHAPES = ("circle", "square", "triangle", "star")
+"""The shape of each action with ``SyntheticAVAConfig.shape_per_action``."""
 MANIFEST = "synthetic_ava.json"
 LABELMAP = "ava_action_list_v2.2_for_activitynet_2019.pbtxt"
 DETECTIONS = "ava_val_predicted_boxes.csv"
@@ -28,7 +30,14 @@ ENCODER_OPTIONS = {"crf": "18", "preset": "veryfast", "threads": "1"}
 
 @dataclass(frozen=True)
 class SyntheticAVAConfig:
-    """Movies per split, their length in seconds at ``fps``, frame ``width x height``, shapes per movie, seed."""
+    """Movies per split, their length in seconds at ``fps``, frame ``width x height``, shapes per movie, seed, the
+    range of the motion periods in seconds, and whether each action has its own shape (``ACTION_SHAPES``).
+
+    The periods are long against the AVA sampling (8 frames 8 apart: 0.5 s at 16 fps, 3.5 s in all), so that the
+    clip of a keyframe sees about one cycle; a period near 1 s would alias to (almost) no motion. With
+    ``shape_per_action`` every frame tells the actions apart, which the official detector's mean over time keeps
+    (it blurs the motion itself); without it only the motion does.
+    """
 
     train_movies: int = 8
     val_movies: int = 4
@@ -38,12 +47,14 @@ class SyntheticAVAConfig:
     height: int = 96
     shapes: int = 2
     seed: int = 0
+    period: tuple[float, float] = (2.5, 3.5)
+    shape_per_action: bool = True
 
 
 def _track(action: str, times: np.ndarray, rng: np.random.Generator, config: SyntheticAVAConfig,
            slot: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Centre x, y and radius in pixels ``[T]`` of one shape; shapes sit in separate vertical slots."""
-    period = rng.uniform(0.8, 1.2)
+    period = rng.uniform(*config.period)
     phase = rng.uniform(0, 2 * np.pi)
     wave = np.sin(2 * np.pi * times / period + phase)
     slot_width = config.width / config.shapes
@@ -71,6 +82,8 @@ def _render(config: SyntheticAVAConfig, rng: np.random.Generator) -> tuple[np.nd
     for slot in range(config.shapes):
         action = int(rng.integers(len(ACTIONS)))
         shape = str(rng.choice(SHAPES))
+        if config.shape_per_action:
+            shape = ACTION_SHAPES[action]
         colour = np.array(COLOURS[str(rng.choice(list(COLOURS)))])
         x, y, r = _track(ACTIONS[action], times, rng, config, slot)
         for t in range(count):
@@ -90,7 +103,7 @@ def generate_ava(out: str | Path, config: SyntheticAVAConfig = SyntheticAVAConfi
     below 0.8 (dropped by the detection threshold).
     """
     out = Path(out)
-    manifest = {"generator": "umt.data.synthetic_ava", "version": 1, "config": asdict(config)}
+    manifest = json.loads(json.dumps({"generator": "umt.data.synthetic_ava", "version": 2, "config": asdict(config)}))
     if (out / MANIFEST).is_file() and json.loads((out / MANIFEST).read_text()) == manifest:
         return out
     (out / "videos").mkdir(parents=True, exist_ok=True)

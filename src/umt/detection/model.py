@@ -42,6 +42,35 @@ class Proposals:
     keep: Tensor
 
 
+def time_mean(tokens: Tensor, grid: tuple[int, int, int]) -> Tensor:
+    """Tokens ``[B, T * h * w, C]`` of the token grid ``(T, h, w)`` averaged over time: ``[B, C, h, w]``."""
+    frames, height, width = grid
+    return tokens.reshape(tokens.shape[0], frames, height, width, -1).mean(dim=1).permute(0, 3, 1, 2)
+
+
+def select_proposals(boxes: Tensor, batch_index: Tensor, sizes: Tensor, train: bool,
+                     test_extension: tuple[float, float] = TEST_EXTENSION,
+                     train_jitter: tuple[float, float, float, float] = TRAIN_JITTER, max_boxes: int = MAX_TRAIN_BOXES,
+                     generator: torch.Generator | None = None) -> Proposals:
+    """The boxes to pool: training: at most ``max_boxes`` per clip, jittered; else: extended and clipped.
+
+    Args:
+        boxes: person boxes ``[N, 4]`` xyxy input pixels (boxes of a clip contiguous).
+        batch_index: clip of each box ``[N]``.
+        sizes: ``(width, height)`` of each box's image ``[N, 2]`` (before any batch padding).
+        train: jitter and sample (training) instead of extending (test).
+        test_extension: (x, y) growth of the test boxes.
+        train_jitter: side jitter of the training boxes (x out, x in, y out, y in).
+        max_boxes: training boxes per clip at most.
+        generator: random source of the jitter and the sampling.
+    """
+    if not train:
+        keep = torch.arange(len(boxes), device=boxes.device)
+        return Proposals(extend_boxes(boxes, sizes, test_extension), batch_index, keep)
+    keep = sample_boxes(batch_index, max_boxes, generator)
+    return Proposals(jitter_boxes(boxes[keep], sizes[keep], train_jitter, generator), batch_index[keep], keep)
+
+
 class RoIHead(nn.Module):
     """ROI max-pooled features and logits: ``features [B, C, h, w]`` + boxes -> ``[M, num_classes]``."""
 
@@ -98,9 +127,7 @@ class ActionDetector(nn.Module):
     def features(self, video: Tensor) -> Tensor:
         """Final-norm tokens averaged over time: ``[B, C, h, w]``."""
         out = self.encoder(video)
-        frames, height, width = out.grid
-        tokens = out.tokens.reshape(video.shape[0], frames, height, width, -1)
-        return tokens.mean(dim=1).permute(0, 3, 1, 2)
+        return time_mean(out.tokens, out.grid)
 
     def proposals(self, boxes: Tensor, batch_index: Tensor, sizes: Tensor,
                   generator: torch.Generator | None = None) -> Proposals:
@@ -111,11 +138,8 @@ class ActionDetector(nn.Module):
             batch_index: clip of each box ``[N]``.
             sizes: ``(width, height)`` of each box's image ``[N, 2]`` (before any batch padding).
         """
-        if not self.training:
-            keep = torch.arange(len(boxes), device=boxes.device)
-            return Proposals(extend_boxes(boxes, sizes, self.test_extension), batch_index, keep)
-        keep = sample_boxes(batch_index, self.max_boxes, generator)
-        return Proposals(jitter_boxes(boxes[keep], sizes[keep], self.train_jitter, generator), batch_index[keep], keep)
+        return select_proposals(boxes, batch_index, sizes, self.training, self.test_extension, self.train_jitter,
+                                self.max_boxes, generator)
 
     def forward(self, video: Tensor, boxes: Tensor, batch_index: Tensor, sizes: Tensor | None = None,
                 generator: torch.Generator | None = None) -> tuple[Tensor, Proposals]:
