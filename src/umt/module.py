@@ -167,6 +167,11 @@ class UMTModule(L.LightningModule):
         """The encoder on every token of ``video [B, 3, T, H, W]``."""
         return self.encode(video, train=False)
 
+    def setup(self, stage: str) -> None:
+        """Hand the trainer's data module to every head (``Head.setup_data``)."""
+        for head in self.heads.values():
+            head.setup_data(getattr(self.trainer, "datamodule", None))
+
     # ---------------------------------------------------------------------------------------------- training
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         """Weighted sum of every head's losses on one batch."""
