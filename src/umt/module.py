@@ -169,8 +169,9 @@ class UMTModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         """Hand the trainer's data module to every head (``Head.setup_data``)."""
+        data = None if self._trainer is None else getattr(self._trainer, "datamodule", None)
         for head in self.heads.values():
-            head.setup_data(getattr(self.trainer, "datamodule", None))
+            head.setup_data(data)
 
     # ---------------------------------------------------------------------------------------------- training
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
