@@ -24,6 +24,8 @@ def test_qa_fine_tuning_beats_the_majority_answer(tmp_path: Path) -> None:
 
 @pytest.mark.slow  # minutes on 2 shared CPU cores
 def test_multiple_choice_fine_tuning_beats_chance(tmp_path: Path) -> None:
+    """Measured once (seed 0, 4 epochs, 322 s): untrained 0.17, trained 0.37 on 30 test videos: above 1/5 but not
+    yet the wide margin asserted here (the run is too short; this test fails as it stands)."""
     result = mc_run(tmp_path, epochs=4)
     print("synthetic MC test accuracy:", result, "chance 0.2")
     assert result["trained"] >= 0.6, result
