@@ -15,6 +15,8 @@ from qa_learning import mc_run, qa_run
 
 @pytest.mark.slow  # minutes on 2 shared CPU cores
 def test_qa_fine_tuning_beats_the_majority_answer(tmp_path: Path) -> None:
+    """Measured once (seed 0, 3 epochs, 677 s on loaded CPUs): untrained 0.04, trained 0.08 = the majority answer
+    0.08, below the per-question majority 0.275: not learned yet at this length; this test fails as it stands."""
     result = qa_run(tmp_path, epochs=4)
     print("synthetic QA test accuracy:", result)
     assert result["trained"] >= 2 * result["majority"], result
