@@ -182,6 +182,9 @@ class Head(nn.Module):
         """Change a training batch before the encoder pass (e.g. mixup); default: unchanged."""
         return batch
 
+    def setup_data(self, datamodule: Any) -> None:
+        """Called once the trainer's data module (or None) is set up, e.g. to read a closed answer list."""
+
     def on_train_step_start(self) -> None:
         """Called before the encoder pass of every training batch (e.g. clamp a temperature)."""
 

@@ -422,13 +422,14 @@ class CheckpointParts:
     """Any checkpoint split for ``umt.UMTModule``: the encoder's tensors and the rest, for the heads to take.
 
     Attributes:
-        family: ``finetune``, ``pretrain``, ``mm_vision``, ``umt``, ``mm_model``, ``mm_retrieval``, ``ava`` (an
-            official AVA detector) or ``module`` (a ``UMTModule`` Lightning checkpoint).
+        family: ``finetune``, ``pretrain``, ``mm_vision``, ``umt``, ``mm_model``, ``mm_retrieval``, ``mm_qa``
+            (a video-QA file), ``ava`` (an official AVA detector) or ``module`` (a ``UMTModule`` Lightning
+            checkpoint).
         encoder: ``VideoViT`` keys (the stage-1 final norm included where the file has one).
         rest: every other tensor under this library's names: ``head.fc_norm.*`` / ``head.fc.*`` (classifiers),
             ``pool_norm.*``, ``text_encoder.*``, ``vision_proj.*``, ``text_proj.*``, ``itm_head.*``, ``temp``
-            (stage 2), ``norm.*`` / ``head.fc.*`` (the AVA detector's final norm and ROI classifier),
-            ``heads.{name}.*`` (module checkpoints).
+            (stage 2), ``text_encoder.bert.*`` / ``text_decoder.*`` (QA), ``norm.*`` / ``head.fc.*`` (the AVA
+            detector's final norm and ROI classifier), ``heads.{name}.*`` (module checkpoints).
         raw: the file's tensors under their own names (e.g. the official ``clip_decoder.*``).
         dropped: keys the family drops by design.
         hints: encoder options the layout implies (``final_norm``, ``pos_embed``).
@@ -470,7 +471,17 @@ def read_parts(source: str | Path | Mapping[str, Any], trust_pickle: bool = Fals
         return CheckpointParts("module", encoder, rest, state, hints={"final_norm": norm},
                                hyper_parameters=dict(obj.get("hyper_parameters", {})))
     raw, _ = _unwrap(obj, origin)
-    if any(k.startswith(("text_encoder.", "text_decoder.")) for k in raw):
+    if any(k.startswith("text_decoder.") for k in raw):
+        from umt.qa_checkpoints import read_qa_checkpoint  # imports this module
+
+        loaded = read_qa_checkpoint(obj, trust_pickle)
+        encoder_prefix = "vision_encoder.encoder."
+        encoder = {k.removeprefix(encoder_prefix): v for k, v in loaded.state_dict.items()
+                   if k.startswith(encoder_prefix)}
+        rest = {k: v for k, v in loaded.state_dict.items() if not k.startswith(encoder_prefix)}
+        return CheckpointParts(loaded.family, encoder, rest, raw, loaded.dropped,
+                               {"final_norm": True, "pos_embed": "extend"})
+    if any(k.startswith("text_encoder.") for k in raw):
         loaded = read_video_text_checkpoint(obj, trust_pickle)
         encoder_prefix, pool_prefix = "vision_encoder.encoder.", "vision_encoder.head.fc_norm."
         encoder = {k.removeprefix(encoder_prefix): v for k, v in loaded.state_dict.items()

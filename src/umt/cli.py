@@ -377,6 +377,31 @@ def ava_eval(groundtruth: Path, detections: Path, labelmap: Path | None = None, 
         print(f"  {class_id:>3}  {ap:.6f}  {names[class_id]}")
 
 
+def ask(video: Path, question: str, checkpoint: Path | None = None, answers: Path | None = None,
+        tokenizer: str = "bert-base-uncased", top_k: int = 5, num_frames: int = 12, trust_pickle: bool = False) -> None:
+    """Answer a question about a video: print the top answers of a closed answer list with probabilities.
+
+    Example: ``umt ask clip.mp4 "what is the man doing?" --checkpoint qa_msrvtt_b16_25m.pth --answers
+    msrvtt_qa_answer_list.json``.
+
+    Args:
+        video: video file (anything FFmpeg decodes).
+        question: the question, in words.
+        checkpoint: an official video-QA fine-tuned file (``qa_{anet,msrvtt,msvd}_{b16,l16}_25m.pth``).
+        answers: the dataset's answer list (``*_qa_answer_list.json``: a JSON list of strings).
+        tokenizer: BERT-uncased tokenizer name (in the Hugging Face cache) or folder.
+        top_k: answers printed.
+        num_frames: frames sampled from the video ("middle" of equal intervals; official 12).
+        trust_pickle: allow files holding Python objects besides tensors (trusted sources only).
+    """
+    from umt.ask import answer_question  # builds the QA model on use only
+
+    result = answer_question(video, question, checkpoint, answers, tokenizer, top_k, num_frames, trust_pickle)
+    print(f"Q: {question}")
+    for rank, (text, probability) in enumerate(zip(result.answers, result.probabilities, strict=True), 1):
+        print(f"{rank}. {text}  {probability:.4f}")
+
+
 def heads() -> None:
     """List the installed task heads (entry points ``umt.heads``): name, target, distribution, status."""
     _list_plugins("heads")
@@ -422,7 +447,7 @@ LIGHTNING_COMMANDS = {
 
 COMMANDS: dict[str, Any] = {
     "demo": demo, "convert": convert, "info": info, "zoo": zoo, "classify": classify, "embed": embed,
-    "search": search, "detect": detect, "heads": heads, "datamodules": datamodules,
+    "search": search, "ask": ask, "detect": detect, "heads": heads, "datamodules": datamodules,
     "data": {"check": check, "synth": synth, "ava-eval": ava_eval},
 }
 """The library's own subcommands (plain typed functions read by jsonargparse)."""

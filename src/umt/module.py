@@ -168,6 +168,12 @@ class UMTModule(L.LightningModule):
         """The encoder on every token of ``video [B, 3, T, H, W]``."""
         return self.encode(video, train=False)
 
+    def setup(self, stage: str) -> None:
+        """Hand the trainer's data module to every head (``Head.setup_data``)."""
+        data = None if self._trainer is None else getattr(self._trainer, "datamodule", None)
+        for head in self.heads.values():
+            head.setup_data(data)
+
     # ---------------------------------------------------------------------------------------------- training
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         """Weighted sum of every head's losses on one batch."""

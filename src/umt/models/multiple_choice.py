@@ -53,6 +53,12 @@ def multiple_choice_scores(model: VideoTextModel, video: Tensor, option_ids: Ten
     own = torch.arange(videos, device=video.device)
     similarity = model.similarity(pooled, text).view(videos, videos, options)[own, own]
     itm = model.itm_logits(tokens.repeat_interleave(options, 0), text, option_mask).softmax(-1)[:, 1]
-    itc_probs, itm_probs = similarity.softmax(-1), itm.view(videos, options)
+    return fuse_choices(similarity, itm.view(videos, options), itm_weight)
+
+
+def fuse_choices(similarity: Tensor, itm_probs: Tensor, itm_weight: float = ITM_WEIGHT) -> MultipleChoiceScores:
+    """The official option scores from the contrastive similarities / temp ``[B, O]`` and the matching
+    probabilities of "match" ``[B, O]``: ``itm_weight * itm + (1 - itm_weight) * softmax(similarity)``."""
+    itc_probs = similarity.softmax(-1)
     scores = itm_weight * itm_probs + (1 - itm_weight) * itc_probs
     return MultipleChoiceScores(itc_probs, itm_probs, scores, scores.argmax(-1))

@@ -84,28 +84,29 @@ class VisionEncoder(nn.Module):
         self.encoder = VideoViT(config)
 
 
-class VideoQAModel(nn.Module):
-    """Video encoder, question encoder and answer decoder, keyed like the official ``UMT_QA``.
+class QuestionAnswerer(nn.Module):
+    """Question encoder (BERT tower in multi-modal mode) and answer decoder (BERT LM head model of
+    ``text.num_layers - text.fusion_layer`` layers), keyed ``text_encoder.*`` / ``text_decoder.*`` as the official
+    ``UMT_QA``; the video tokens come from outside.
 
-    Typical use: ``tokens = model.encode_video(video)``; ``states = model.encode_question(ids, mask, tokens)``;
-    ``model.answer_loss(...)`` trains, ``model.rank_answers(...)`` ranks a closed answer list.
+    Args:
+        text: the question encoder's sizes (``encoder_width`` = the video width).
+        k: answers of the list re-scored per question at inference.
+        cls_token_id: the answers' first token and the decoder's start token.
     """
 
-    def __init__(self, config: QAConfig) -> None:
+    def __init__(self, text: TextConfig, k: int = 128, cls_token_id: int = 101) -> None:
         super().__init__()
-        self.config = config
-        self.vision_encoder = VisionEncoder(config.vision)
-        self.text_encoder = TextEncoder(config.text, mlm_head=False)
-        decoder = config.text.bert_config()
-        decoder.num_hidden_layers = config.decoder_layers
+        if text.fusion_layer >= text.num_layers:
+            raise ValueError(f"text.fusion_layer={text.fusion_layer} leaves no layer for the answer decoder")
+        self.text_config, self.k, self.cls_token_id = text, k, cls_token_id
+        self.text_encoder = TextEncoder(text, mlm_head=False)
+        decoder = text.bert_config()
+        decoder.num_hidden_layers = text.num_layers - text.fusion_layer
         decoder.is_decoder = True
         decoder.add_cross_attention = True
         decoder.use_cache = False
         self.text_decoder = BertLMHeadModel(decoder)
-
-    def encode_video(self, video: Tensor) -> Tensor:
-        """All tokens of ``video [B, 3, T, H, W]`` after the final norm, ``[B, T*h*w, C]`` (no mask, no pooling)."""
-        return self.vision_encoder.encoder(video).tokens
 
     def encode_question(self, input_ids: Tensor, attention_mask: Tensor, video_tokens: Tensor) -> Tensor:
         """Question states ``[Q, L, H]``: ``input_ids [Q, L]`` (``attention_mask [Q, L]``) through the text layers,
@@ -137,7 +138,7 @@ class VideoQAModel(nn.Module):
             ``[A]`` summed token NLL.
         """
         logits = self.decoder_logits(answer_ids, answer_mask, question_states, question_mask)[:, :-1]
-        targets = answer_ids[:, 1:].masked_fill(answer_ids[:, 1:] == self.config.text.pad_token_id, IGNORE_INDEX)
+        targets = answer_ids[:, 1:].masked_fill(answer_ids[:, 1:] == self.text_config.pad_token_id, IGNORE_INDEX)
         nll = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
         return nll.sum(1)
 
@@ -160,7 +161,7 @@ class VideoQAModel(nn.Module):
 
     def first_token_logits(self, question_states: Tensor, question_mask: Tensor) -> Tensor:
         """Logits ``[Q, vocab]`` of the first answer token: one decoder step from [CLS]."""
-        start = question_states.new_full((question_states.shape[0], 1), self.config.cls_token_id, dtype=torch.long)
+        start = question_states.new_full((question_states.shape[0], 1), self.cls_token_id, dtype=torch.long)
         return self.decoder_logits(start, None, question_states, question_mask)[:, 0]
 
     def rank_answers(self, question_states: Tensor, question_mask: Tensor, answer_ids: Tensor, answer_mask: Tensor,
@@ -175,13 +176,13 @@ class VideoQAModel(nn.Module):
             question_mask: ``[Q, L]``.
             answer_ids: ``[A, La]`` every answer of the list ("[CLS] answer [SEP]").
             answer_mask: ``[A, La]``.
-            k: answers re-scored (default ``config.k``; at most A).
+            k: answers re-scored (default ``self.k``; at most A).
 
         Returns:
             ``topk_ids [Q, k]`` (rows of the answer list, best first), ``topk_probs [Q, k]``, and the first-token
             logits ``[Q, vocab]``.
         """
-        k = min(k or self.config.k, answer_ids.shape[0])
+        k = min(k or self.k, answer_ids.shape[0])
         questions = question_states.shape[0]
         first_logits = self.first_token_logits(question_states, question_mask)
         first_probs = first_logits.softmax(-1).index_select(1, answer_ids[:, 1])
@@ -191,6 +192,23 @@ class VideoQAModel(nn.Module):
         scores = top_probs.log() - nll.view(questions, k)
         probs, order = scores.softmax(-1).topk(k, dim=1)
         return top_ids.gather(1, order), probs, first_logits
+
+
+class VideoQAModel(QuestionAnswerer):
+    """Video encoder, question encoder and answer decoder, keyed like the official ``UMT_QA``.
+
+    Typical use: ``tokens = model.encode_video(video)``; ``states = model.encode_question(ids, mask, tokens)``;
+    ``model.answer_loss(...)`` trains, ``model.rank_answers(...)`` ranks a closed answer list.
+    """
+
+    def __init__(self, config: QAConfig) -> None:
+        super().__init__(config.text, config.k, config.cls_token_id)
+        self.config = config
+        self.vision_encoder = VisionEncoder(config.vision)
+
+    def encode_video(self, video: Tensor) -> Tensor:
+        """All tokens of ``video [B, 3, T, H, W]`` after the final norm, ``[B, T*h*w, C]`` (no mask, no pooling)."""
+        return self.vision_encoder.encoder(video).tokens
 
 
 def create_qa_model(
