@@ -17,6 +17,7 @@ from huggingface_hub import constants
 import umt
 from conftest import REPO, TINY, load_reference, write_official_classifier
 from umt import zoo
+from umt.models import factory
 from umt.zoo import ZooError
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -79,7 +80,7 @@ def test_classification_recipe_names_its_file_and_number(entry: zoo.ZooEntry) ->
 
 
 def test_defaults_and_task_filter() -> None:
-    assert zoo.default_entry("umt_b16", umt.models.factory.VIDEO_FAMILIES).name == "b16_ptk710_ftk710_ftk400_f8_res224"
+    assert zoo.default_entry("umt_b16", factory.VIDEO_FAMILIES).name == "b16_ptk710_ftk710_ftk400_f8_res224"
     assert zoo.default_entry("umt_l16", ("mm_model", "mm_retrieval")).name == "l16_25m"
     assert {e.task for e in zoo.entries("retrieval")} == {"retrieval"}
     with pytest.raises(ValueError, match="unknown task 'segmentation'; tasks: pretrain, classification"):
