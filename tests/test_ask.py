@@ -89,4 +89,4 @@ def test_ask_refuses_retrieval_and_classifier_files(answer_file: Path, tmp_path:
         with pytest.raises(SystemExit):
             run(["--checkpoint", str(path), "--answers", str(answer_file), "--tokenizer", str(minilm_folder())])
         err = capsys.readouterr().err
-        assert message in err and err.count("umt: error:") == 1
+        assert message in err and err.count("umt ask: error:") == 1
