@@ -396,20 +396,7 @@ def load_video_text_weights(model: nn.Module, checkpoint: Checkpoint) -> LoadRep
     fresh_allowed = set()
     if checkpoint.family == "mm_retrieval":
         fresh_allowed = {k for k in target if k.startswith("text_encoder.cls.")}
-    missing = sorted(set(target) - set(state) - fresh_allowed)
-    unexpected = sorted(set(state) - set(target))
-    mismatched = [(k, list(state[k].shape), list(target[k].shape))
-                  for k in target if k in state and state[k].shape != target[k].shape]
-    if missing or unexpected or mismatched:
-        lines = [f"{checkpoint.family} checkpoint does not fit the video-text model"]
-        lines += [f"  {key}: checkpoint {have} vs model {want}" for key, have, want in mismatched[:8]]
-        if len(mismatched) > 8:
-            lines.append(f"  ... and {len(mismatched) - 8} more shape mismatches")
-        if missing:
-            lines.append(f"  missing from the checkpoint: {key_groups(missing)} ({len(missing)} keys)")
-        if unexpected:
-            lines.append(f"  not in the model: {key_groups(unexpected)} ({len(unexpected)} keys)")
-        raise CheckpointError("\n".join(lines))
+    check_fit(state, target, "the video-text model", checkpoint.family, fresh_allowed)
     initialised = sorted(set(target) - set(state))
     model.load_state_dict({**model.state_dict(), **state}, strict=True)
     report = LoadReport(checkpoint.family, sorted(checkpoint.dropped), initialised)
@@ -534,8 +521,11 @@ def check_fit(state: Mapping[str, Tensor], target: Mapping[str, Tensor], what: s
                   for k, v in state.items() if k in target and v.shape != target[k].shape]
     if missing or unexpected or mismatched:
         lines = [f"{family} checkpoint does not fit {what}", *mismatched[:8]]
+        if len(mismatched) > 8:
+            lines.append(f"  ... and {len(mismatched) - 8} more shape mismatches")
         if missing:
-            lines.append(f"  missing from the checkpoint: {key_groups([prefix + k for k in missing])}")
+            lines.append(f"  missing from the checkpoint: {key_groups([prefix + k for k in missing])} "
+                         f"({len(missing)} keys)")
         if unexpected:
-            lines.append(f"  not in the model: {key_groups([prefix + k for k in unexpected])}")
+            lines.append(f"  not in the model: {key_groups([prefix + k for k in unexpected])} ({len(unexpected)} keys)")
         raise CheckpointError("\n".join(lines))

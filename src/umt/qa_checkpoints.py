@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from umt.checkpoints import Checkpoint, CheckpointError, LoadReport, _detect_family, _torch_load, _unwrap, key_groups
+from umt.checkpoints import Checkpoint, CheckpointError, LoadReport, _detect_family, _torch_load, _unwrap, check_fit
 
 logger = logging.getLogger("umt")
 
@@ -146,20 +146,7 @@ def load_qa_weights(model: nn.Module, checkpoint: Checkpoint) -> LoadReport:
     state = dict(checkpoint.state_dict)
     full = model.state_dict()
     target = {k: v for k, v in full.items() if k not in QA_TIED_KEYS}
-    missing = sorted(set(target) - set(state))
-    unexpected = sorted(set(state) - set(target))
-    mismatched = [(k, list(state[k].shape), list(target[k].shape))
-                  for k in target if k in state and state[k].shape != target[k].shape]
-    if missing or unexpected or mismatched:
-        lines = [f"{checkpoint.family} checkpoint does not fit the video-QA model"]
-        lines += [f"  {key}: checkpoint {have} vs model {want}" for key, have, want in mismatched[:8]]
-        if len(mismatched) > 8:
-            lines.append(f"  ... and {len(mismatched) - 8} more shape mismatches")
-        if missing:
-            lines.append(f"  missing from the checkpoint: {key_groups(missing)} ({len(missing)} keys)")
-        if unexpected:
-            lines.append(f"  not in the model: {key_groups(unexpected)} ({len(unexpected)} keys)")
-        raise CheckpointError("\n".join(lines))
+    check_fit(state, target, "the video-QA model", checkpoint.family)
     state |= {tied: state[source] for tied, source in QA_TIED_KEYS.items() if tied in full}
     model.load_state_dict(state, strict=True, assign=any(t.is_meta for t in full.values()))
     report = LoadReport(checkpoint.family, sorted(checkpoint.dropped), [])
