@@ -222,24 +222,43 @@ def embed(annotation: Path, out: Path = Path("features.npy"), checkpoint: Path |
         print(f"  {reason}" if video_id in reason else f"  {video_id}: {reason}")
 
 
-def check(annotation: Path, prefix: Path | None = None, workers: int = 4) -> None:
-    """Decode every video of a video list to its end; name each unreadable one with the reason.
+def check(annotation: Path, prefix: Path | None = None, workers: int = 4, cut_clips: bool = False) -> None:
+    """Decode every video of a video list to its end; name each unreadable one with the reason. Given an AVA v2.2
+    folder instead (``ava_{train,val}_v2.2.csv`` in it), check its rows, labels, detections and movies.
 
-    Exits with status 1 when any video is unreadable.
+    Exits with status 1 when any video is unreadable (or the AVA folder has any problem).
 
     Args:
-        annotation: video list, ``path<sep>label`` per line (comma or whitespace, detected).
+        annotation: video list, ``path<sep>label`` per line (comma or whitespace, detected), or an AVA folder.
         prefix: folder that relative paths start from (default: the list's folder).
         workers: videos decoded in parallel.
+        cut_clips: an AVA folder with AlphAction's ``clips/trainval/<id>/<t>.mp4`` instead of ``videos/``.
     """
     from umt.data.check import check_dataset
+    from umt.data.check_ava import is_ava_root
 
     check_positive(workers=workers)
+    if is_ava_root(annotation):
+        _check_ava(annotation, workers, cut_clips)
+        return
     records, problems = check_dataset(annotation, prefix, workers)
     for problem in problems:
         print(f"{problem.path}: {problem.reason}")
     print(f"{len(records) - len(problems)} of {len(records)} videos readable, {len(problems)} unreadable")
     if problems:
+        raise SystemExit(1)
+
+
+def _check_ava(root: Path, workers: int, cut_clips: bool) -> None:
+    from umt.data.check_ava import check_ava
+
+    report = check_ava(root, cut_clips, workers=workers)
+    for problem in report.problems:
+        print(problem)
+    splits = ", ".join(f"{split} {count} keyframes ({report.boxes[split]} boxes)"
+                       for split, count in report.keyframes.items())
+    print(f"AVA {root}: {splits}, {report.movies} movies; {len(report.problems)} problems")
+    if report.problems:
         raise SystemExit(1)
 
 
