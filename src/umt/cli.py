@@ -357,7 +357,8 @@ def detect(video: Path, checkpoint: Path | None = None, boxes: Path | None = Non
 
     Args:
         video: video file (anything FFmpeg decodes).
-        checkpoint: official AVA detector file (``{b16,l16}_ptk710_ftk710_ftava_f8_res224.pth``).
+        checkpoint: official AVA detector file (``{b16,l16}_ptk710_ftk710_ftava_f8_res224.pth``) or the
+            ``UMTModule`` checkpoint of a detection run (e.g. ``last.ckpt`` of a ``recipes/detection`` fit).
         boxes: person boxes: a SlowFast-style CSV (``video,second,x1,y1,x2,y2,action,score``, normalised) or
             AlphAction's JSON (with ``--images``); the rows of the video named by this file's stem, or every row
             when the file names one video. Default: the whole frame as one box.
@@ -371,7 +372,8 @@ def detect(video: Path, checkpoint: Path | None = None, boxes: Path | None = Non
     from umt.detect import run_detect
 
     if checkpoint is None:
-        raise ValueError("umt detect needs --checkpoint AVA_FILE (an official *_ftava_* detector)")
+        raise ValueError("umt detect needs --checkpoint AVA_FILE (an official *_ftava_* detector or a detection "
+                         "run's .ckpt)")
     run_detect(video, checkpoint, boxes, time, save_boxes, images, top_k, min_score, trust_pickle)
 
 

@@ -1,4 +1,5 @@
-"""``umt detect``: the actions of each person box at one moment of a video, with an official AVA detector file."""
+"""``umt detect``: the actions of each person box at one moment of a video, with an official AVA detector file or
+the checkpoint of a detection run."""
 
 from __future__ import annotations
 
@@ -39,15 +40,20 @@ class PersonActions:
 
 
 def load_ava_detector(checkpoint: Path, trust_pickle: bool = False) -> ActionDetector:
-    """The official AVA detector of ``checkpoint`` (B/16 or L/16 by its shapes), in eval mode.
+    """The detector of ``checkpoint`` in eval mode: an official AVA file (B/16 or L/16 by its shapes) or a
+    ``UMTModule`` checkpoint of a detection run (its own sizes).
 
     Raises:
-        CheckpointError: any other file (a classifier initialises a detector for training only; QA, stage-1/2).
+        CheckpointError: any other file (a classifier initialises a detector for training only; QA, stage-1/2, a
+            module without a detection head).
     """
     loaded = read_detector_checkpoint(checkpoint, trust_pickle)
+    if loaded.family == "module":
+        return create_detector(loaded.name or "umt_b16", loaded).eval()
     if loaded.family != "ava":
         raise CheckpointError(f"{checkpoint} is an action classifier (fc_norm.*, head.*), not an AVA detector: umt "
-                              "detect needs an official AVA file ({b16,l16}_ptk710_ftk710_ftava_f8_res224.pth); a "
+                              "detect needs an official AVA file ({b16,l16}_ptk710_ftk710_ftava_f8_res224.pth) or a "
+                              "detection run's checkpoint; a "
                               "classifier only initialises a detector for training (recipes/detection)")
     name = next((n for n, c in MODEL_CONFIGS.items() if (c.embed_dim, c.depth) == (loaded.embed_dim, loaded.depth)),
                 None)

@@ -1,10 +1,14 @@
-"""Official AVA detector files (``*_ftava_*``) and K710 classifiers as detector initialisations.
+"""Official AVA detector files (``*_ftava_*``), ``UMTModule`` checkpoints of detection runs, and K710 classifiers
+as detector initialisations.
 
 - ``ava``: the official detector (``patch_embed``, ``blocks``, ``norm``, ``head`` [80, C]; no position table):
   every key is mapped, nothing is dropped or initialised.
 - ``finetune``: an official classifier (``fc_norm``, ``head`` [n_cls, C]) initialising a detector as the official
   AVA fine-tuning does: ``head.*`` dropped, ``fc_norm.*`` unused (dropped), a stored ``pos_embed`` dropped (the
   detector resizes its own table), the final ``norm`` and the detector head initialised fresh; all reported.
+- ``module``: a ``UMTModule`` Lightning checkpoint with a ``detection`` head (e.g. ``last.ckpt`` of a
+  ``recipes/detection`` fit): the encoder, the head's final norm and ROI classifier; the sizes and the head's
+  ``test_extension`` from its hyper-parameters.
 """
 
 from __future__ import annotations
@@ -18,13 +22,66 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from umt.checkpoints import Checkpoint, CheckpointError, LoadReport, _torch_load, _unwrap, key_groups
+from umt.checkpoints import (
+    Checkpoint,
+    CheckpointError,
+    LoadReport,
+    _is_module_checkpoint,
+    _torch_load,
+    _unwrap,
+    key_groups,
+)
 from umt.detection.model import ActionDetector, detector_config
+from umt.options import EncoderConfig
 
 logger = logging.getLogger("umt")
 
 FRESH_FROM_CLASSIFIER = ("encoder.norm.", "head.fc.")
 """Detector keys a classifier file does not hold: the final norm and the ROI head."""
+SIZE_FIELDS = ("embed_dim", "depth", "num_heads", "patch_size", "tubelet_size", "mlp_ratio", "num_frames", "img_size")
+"""Encoder options a module checkpoint's hyper-parameters give the detector."""
+
+
+def _is_detection_head(entry: Mapping[str, Any]) -> bool:
+    return str(entry.get("class_path", "")).split(".")[-1] in ("detection", "DetectionHead")
+
+
+def _module_detector(obj: Mapping[str, Any], origin: str) -> Checkpoint:
+    """A ``UMTModule`` checkpoint of a detection run as ``ActionDetector`` keys (``name``: the encoder size).
+
+    Raises:
+        CheckpointError: the module has no detection head.
+    """
+    heads = obj.get("umt_heads") or {}
+    names = [name for name, entry in heads.items() if _is_detection_head(entry)]
+    if not names:
+        raise CheckpointError(f"{origin} is a UMTModule checkpoint without a detection head (heads: "
+                              f"{', '.join(heads) or 'none recorded'}), not an AVA detector: umt detect needs the "
+                              "checkpoint of a detection run (recipes/detection) or an official *_ftava_* file")
+    prefix = f"heads.{names[0]}."
+    mapped: dict[str, Tensor] = {}
+    dropped: list[str] = []
+    for key, value in obj["state_dict"].items():
+        if key.startswith("encoder."):
+            mapped[key] = value
+        elif key.startswith(prefix + "norm."):
+            mapped["encoder." + key.removeprefix(prefix)] = value
+        elif key.startswith(prefix + "head."):
+            mapped[key.removeprefix(prefix)] = value
+        else:
+            dropped.append(key)
+    hyper = obj.get("hyper_parameters", {})
+    known = {f for f in EncoderConfig.__dataclass_fields__}
+    encoder = EncoderConfig(**{k: v for k, v in (hyper.get("encoder") or {}).items() if k in known})
+    model = encoder.model_config()
+    config: dict[str, Any] = {field: getattr(model, field) for field in SIZE_FIELDS}
+    if "head.fc.weight" in mapped:
+        config["num_classes"] = mapped["head.fc.weight"].shape[0]
+    options = next((dict(h.get("init_args") or {}) for h in hyper.get("heads") or [] if isinstance(h, Mapping)
+                    and _is_detection_head(h)), {})
+    if "test_extension" in options:
+        config["test_extension"] = tuple(options["test_extension"])
+    return Checkpoint("module", mapped, dropped, config, name=encoder.size)
 
 
 def _family(state: dict[str, Tensor], origin: str) -> str:
@@ -44,14 +101,16 @@ def _family(state: dict[str, Tensor], origin: str) -> str:
 
 
 def read_detector_checkpoint(source: str | Path | Mapping[str, Any], trust_pickle: bool = False) -> Checkpoint:
-    """Read an official AVA detector or classifier file (``model`` / ``module`` / bare) mapped to
-    ``ActionDetector`` keys.
+    """Read an official AVA detector or classifier file (``model`` / ``module`` / bare), or a ``UMTModule``
+    checkpoint of a detection run, mapped to ``ActionDetector`` keys.
 
     Raises:
-        CheckpointError: unreadable file, or a file that is neither an AVA detector nor a classifier.
+        CheckpointError: unreadable file, or a file that is neither a detector nor a classifier.
     """
     origin = str(source) if isinstance(source, (str, Path)) else "checkpoint object"
     obj = _torch_load(Path(source), trust_pickle) if isinstance(source, (str, Path)) else source
+    if _is_module_checkpoint(obj):
+        return _module_detector(obj, origin)
     state, native = _unwrap(obj, origin)
     if native is not None:
         raise CheckpointError(f"{origin} is a `umt convert` file of a classifier, not an AVA detector")
@@ -111,7 +170,8 @@ def create_detector(
     **overrides: Any,
 ) -> ActionDetector:
     """Build the AVA detector of size ``name`` (``umt_b16``, ``umt_l16``) and load ``checkpoint`` strictly:
-    an official AVA file (its head sets ``num_classes``) or a classifier (the official initialisation).
+    an official AVA file (its head sets ``num_classes``), a ``UMTModule`` detection checkpoint (its sizes and
+    ``test_extension`` too) or a classifier (the official initialisation).
 
     Args:
         checkpoint: a path, a loaded object, or a ``Checkpoint`` from ``read_detector_checkpoint``.
@@ -126,9 +186,11 @@ def create_detector(
     if checkpoint is not None:
         loaded = checkpoint if isinstance(checkpoint, Checkpoint) else read_detector_checkpoint(checkpoint,
                                                                                               trust_pickle)
-    config = detector_config(name, **{**(loaded.config if loaded else {}), **overrides})
+    options = {**(loaded.config if loaded else {}), **overrides}
+    extension = {"test_extension": options.pop("test_extension")} if "test_extension" in options else {}
+    config = detector_config(name, **options)
     with torch.device(device) if device is not None else nullcontext():
-        model = ActionDetector(config)
+        model = ActionDetector(config, **extension)
     if loaded is not None:
         load_detector_weights(model, loaded)
     return model
