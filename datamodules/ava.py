@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
 from umt.data.ava import DETECTION_SCORE, AVADataset, collate_detection, read_annotations, read_detections
 from umt.data.synthetic_ava import DETECTIONS, LABELMAP, SyntheticAVAConfig, generate_ava
+
+logger = logging.getLogger("umt")
+
+NO_TEST_SPLIT = ("AVA v2.2 has no test split with public labels: umt test evaluates the val split (person "
+                 "detections, frame mAP) as umt validate does; its metrics are logged as test/...")
 
 
 class AVADataModule(L.LightningDataModule):
@@ -21,6 +28,7 @@ class AVADataModule(L.LightningDataModule):
     ``boxes/ava_val_det_person_bbox.json`` with ``annotations/ava_val_v2.2_min.json`` as ``images``).
 
     Batches: see ``umt.data.ava.collate_detection``. ``short_side`` / ``crop``: transform sizes (official 256 / 224).
+    AVA has no labelled test split: ``test_dataloader`` is the val split, with a note (``NO_TEST_SPLIT``).
     """
 
     def __init__(self, root: str | Path, batch_size: int = 8, val_batch_size: int = 1, num_workers: int = 4,
@@ -69,6 +77,11 @@ class AVADataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, self.val_batch_size, num_workers=self.num_workers,
                           collate_fn=collate_detection)
+
+    def test_dataloader(self) -> DataLoader:
+        """The val split (AVA has no labelled test split), after a note saying so."""
+        rank_zero_only(logger.warning)(NO_TEST_SPLIT)
+        return self.val_dataloader()
 
 
 class SyntheticAVADataModule(AVADataModule):

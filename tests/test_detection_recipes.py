@@ -1,14 +1,16 @@
 """AVA recipes: the official fine-tuning values (SPEC.md §4) and the evaluation-only recipes, as ``--print_config``
-shows them."""
+shows them; ``umt test`` on a detection recipe."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 import yaml
 
 from umt.cli import main
+from umt.datamodules.ava import NO_TEST_SPLIT
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "detection"
 OFFICIAL = {  # encoder, layer decay, drop path, epochs, clips per GPU, precision, seed, init
@@ -63,3 +65,33 @@ def test_evaluation_recipe_loads_the_released_detector(size: str, capsys: pytest
     assert model["encoder"]["size"] == OFFICIAL[size][0] and model["encoder"]["pos_embed"] == "online"
     assert model["loss_weights"] == {"detection": 0.0} and _head(model)["test_extension"] == [0.1, 0.05]
     assert config["trainer"]["precision"] == OFFICIAL[size][5]
+
+
+def test_umt_test_on_a_detection_recipe_evaluates_the_val_split(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """AVA has no labelled test split: ``umt test`` says so and reports the val split's frame mAP as ``test/...``,
+    the same number ``umt validate`` gives."""
+    recipe = tmp_path / "tiny_ava.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "seed_everything": 0,
+        "trainer": {"accelerator": "cpu", "devices": 1, "logger": False, "enable_progress_bar": False},
+        "model": {"encoder": {"embed_dim": 32, "depth": 1, "num_heads": 2, "num_frames": 8, "img_size": 64,
+                              "pos_embed": "online", "final_norm": False},
+                  "heads": [{"class_path": "detection", "init_args": {"init_scale": 1.0}}],
+                  "loss_weights": {"detection": 0.0}},
+        "data": {"class_path": "umt.datamodules.ava.SyntheticAVADataModule",
+                 "init_args": {"root": str(tmp_path / "ava"), "num_workers": 0, "val_batch_size": 2,
+                               "short_side": 64, "crop": 64,
+                               "config": {"train_movies": 1, "val_movies": 2, "seconds": 3, "width": 64,
+                                          "height": 48}}}}))
+    maps = {}
+    for command, stage in (("validate", "val"), ("test", "test")):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="umt"):
+            main([command, "--config", str(recipe)])
+        notes = [r.getMessage() for r in caplog.records if r.getMessage() == NO_TEST_SPLIT]
+        assert len(notes) == (command == "test")
+        out = capsys.readouterr().out
+        line = next(line for line in out.splitlines() if f" {stage}/detection/mAP " in line)  # the results table
+        maps[command] = float(line.split("│")[2])
+    assert 0.0 < maps["test"] <= 1.0 and maps["test"] == pytest.approx(maps["validate"], abs=1e-6)
