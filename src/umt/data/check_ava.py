@@ -17,6 +17,8 @@ from umt.data.synthetic_ava import DETECTIONS, LABELMAP
 from umt.detection.evaluation import read_labelmap
 
 SPLITS = ("train", "val")
+ALPHACTION_DETECTIONS = "boxes/ava_val_det_person_bbox.json"
+"""AlphAction's person detections (JSON; their rows are not checked here)."""
 
 
 def is_ava_root(folder: Path) -> bool:
@@ -162,8 +164,9 @@ def check_ava(root: str | Path, cut_clips: bool = False, labelmap: str = LABELMA
             _check_exclusions(exclusions, report)
     if (root / detections).is_file():
         _check_detections(root / detections, report)
-    elif (root / "ava_val_v2.2.csv").is_file():
-        report.problems.append(f"{detections}: missing (validation needs person detections)")
+    elif (root / "ava_val_v2.2.csv").is_file() and not (root / ALPHACTION_DETECTIONS).is_file():
+        report.problems.append(f"{detections}: missing (validation needs person detections, or AlphAction's "
+                               f"{ALPHACTION_DETECTIONS})")
     folder = root / ("clips/trainval" if cut_clips else "videos")
     report.movies = len(seconds)
     with ThreadPoolExecutor(max_workers=workers) as pool:
