@@ -74,7 +74,8 @@ def test_umt_test_on_a_detection_recipe_evaluates_the_val_split(tmp_path: Path, 
     recipe = tmp_path / "tiny_ava.yaml"
     recipe.write_text(yaml.safe_dump({
         "seed_everything": 0,
-        "trainer": {"accelerator": "cpu", "devices": 1, "logger": False, "enable_progress_bar": False},
+        "trainer": {"accelerator": "cpu", "devices": 1, "logger": False, "enable_progress_bar": False,
+                    "default_root_dir": str(tmp_path)},
         "model": {"encoder": {"embed_dim": 32, "depth": 1, "num_heads": 2, "num_frames": 8, "img_size": 64,
                               "pos_embed": "online", "final_norm": False},
                   "heads": [{"class_path": "detection", "init_args": {"init_scale": 1.0}}],
