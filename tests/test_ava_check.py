@@ -41,6 +41,7 @@ def test_a_corrupted_copy_names_each_problem(ava: Path, tmp_path: Path, capsys: 
     _append(val, "val000,0002,0.1,0.2,0.5,0.9,9,5")
     _append(val, "val000,0009,0.1,0.2,0.5,0.9,1,6")  # past the 3-second movie
     _append(broken / "ava_val_predicted_boxes.csv", "val000,0002,0.5,0.2,0.4,0.9,,0.9")
+    _append(broken / "ava_val_predicted_boxes.csv", "val000,second,0.1,0.2,0.4,0.9")
     with pytest.raises(SystemExit) as exit_info:
         main(["data", "check", str(broken), "--workers", "2"])
     assert exit_info.value.code == 1
@@ -55,10 +56,11 @@ def test_a_corrupted_copy_names_each_problem(ava: Path, tmp_path: Path, capsys: 
         f"ava_train_v2.2.csv row {rows + 2}: box 0.1,0.2,1.3,0.9 outside [0, 1]",
         f"ava_val_v2.2.csv row {val_rows + 1}: action 9 is not in the label map",
         f"ava_val_predicted_boxes.csv row {detections + 1}: empty box 0.5,0.2,0.4,0.9 (x2 <= x1 or y2 <= y1)",
+        f"ava_val_predicted_boxes.csv row {detections + 2}: timestamp 'second' is not a whole number",
         f"train001: no movie in {broken / 'videos'} (tried .mkv, .mp4, .webm)",
         "val000: val000.mp4 is 3.0 s long, keyframes go to second 9",
     ])
-    assert lines[-1].endswith("4 movies; 7 problems")
+    assert lines[-1].endswith("4 movies; 8 problems")
 
 
 def test_missing_label_map_and_cut_clips(ava: Path, tmp_path: Path) -> None:

@@ -42,6 +42,14 @@ def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
         yield from enumerate(csv.reader(handle), start=1)
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _box_problem(row: list[str]) -> str | None:
     """Why columns 2-5 of an AVA row are not a normalised xyxy box, or None."""
     try:
@@ -91,12 +99,12 @@ def _check_detections(path: Path, report: AVAReport) -> None:
         if len(row) < 6:
             report.problems.append(f"{where}: {len(row)} columns, expected video,timestamp,x1,y1,x2,y2,action,score")
             continue
+        score = row[7] if len(row) > 7 else "1"
         reason = _box_problem(row)
-        try:
-            int(row[1])
-            float(row[7]) if len(row) > 7 else 1.0
-        except ValueError:
-            reason = reason or f"timestamp {row[1]!r} or score {row[7]!r} is not a number"
+        if not row[1].strip().isdigit():
+            reason = reason or f"timestamp {row[1]!r} is not a whole number"
+        elif not _is_number(score):
+            reason = reason or f"score {score!r} is not a number"
         if reason:
             report.problems.append(f"{where}: {reason}")
 
