@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from jsonargparse import auto_cli
+from jsonargparse import ArgumentParser, auto_cli
 
 from umt.errors import UsageError, check_positive, reported
+from umt.parse_errors import OneLineErrors
 
 # Heavy imports (torch, the models, PyAV) happen inside the commands, so that ``umt --help`` answers at once;
 # jsonargparse reads only the signatures and docstrings here.
@@ -446,9 +448,19 @@ COMMANDS: dict[str, Any] = {
 SWITCHES = ("--rerank", "--flops",)
 """Boolean options that may be given bare (``--rerank`` = ``--rerank true``)."""
 
+TRACEBACK = "--traceback"
+"""Flag of every command: show the full traceback of an error (as ``UMT_DEBUG=1``)."""
+
+EPILOG = (f"Errors that are user mistakes print one line and exit with 2; add {TRACEBACK} to any command (or set "
+          "UMT_DEBUG=1) for the full traceback.")
+
 USAGE_ERRORS: tuple[type[BaseException] | str, ...] = (ValueError, OSError, "umt.data.decoding.VideoError")
 """Errors of the library's own subcommands that are user mistakes (``CheckpointError`` is a ``ValueError``),
 reported in one line with exit status 2."""
+
+
+class CommandParser(OneLineErrors, ArgumentParser):
+    """The parser of the library's own subcommands: parse errors in one line (``umt.parse_errors``)."""
 
 
 def _lightning_command(name: str) -> Any:
@@ -490,9 +502,13 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``umt`` console script: ``fit|validate|test|predict`` go to LightningCLI, every other
-    subcommand to ``COMMANDS``. User mistakes print one line and exit with 2 (``UMT_DEBUG=1``: the traceback)."""
+    subcommand to ``COMMANDS``. User mistakes print one line and exit with 2 (``--traceback`` anywhere, or
+    ``UMT_DEBUG=1``: the full traceback)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = sys.argv[1:] if argv is None else list(argv)
+    if TRACEBACK in args:
+        args = [arg for arg in args if arg != TRACEBACK]
+        os.environ["UMT_DEBUG"] = "1"  # also seen by data-loading workers and DDP processes
     if args and args[0] in LIGHTNING_COMMANDS:
         from umt.lightning import run
 
@@ -505,4 +521,5 @@ def main(argv: list[str] | None = None) -> None:
     if not args or args[0] in ("-h", "--help"):
         commands = {**{name: _lightning_command(name) for name in LIGHTNING_COMMANDS}, **COMMANDS}
     command = " ".join(args[:2]) if args[:1] == ["data"] else args[0] if args else "umt"
-    reported(command, lambda: auto_cli(commands, args=_normalised(args), as_positional=True), USAGE_ERRORS)
+    reported(command, lambda: auto_cli(commands, args=_normalised(args), as_positional=True,
+                                       parser_class=CommandParser, epilog=EPILOG), USAGE_ERRORS)
