@@ -9,9 +9,17 @@ from typing import Any, NoReturn
 
 from umt.errors import UsageError, debug
 
-STRUCTURE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value type:",
-             "Given value:", "Parser key", "Problem with given class_path", "Expected a path but",
-             "Expected a <class 'NoneType'>")
+STRUCTURE = (
+    "Does not validate against any of the Union subtypes",
+    "Subtypes:",
+    "Errors:",
+    "Given value type:",
+    "Given value:",
+    "Parser key",
+    "Problem with given class_path",
+    "Expected a path but",
+    "Expected a <class 'NoneType'>",
+)
 """Lines of jsonargparse's nested report that carry no reason of their own."""
 
 
@@ -38,13 +46,16 @@ def one_line_parse_error(message: str, help_command: str, options: list[str], po
     class_path = re.search(r"Problem with given class_path '([^']+)'", message)
     reasons = _reasons(message)
     expected = re.findall(r"Expected a <class '([\w.]+)'>", message)
-    if rejected := next((re.match(r"Option '([^']+)' is not accepted", r) for r in reasons if "not accepted" in r),
-                        None):
+    if rejected := next(
+        (re.match(r"Option '([^']+)' is not accepted", r) for r in reasons if "not accepted" in r), None
+    ):
         target = f" of {class_path.group(1)}" if class_path else ""
         return f"unknown option {option}.{rejected.group(1)}{target}; {help_command} --help lists the options"
     if any(reason.startswith("Expected a dot import path") for reason in reasons):
-        return (f"{option} {value}: neither an installed name nor a class path (module.Class); `umt heads` and "
-                "`umt datamodules` list the installed ones")
+        return (
+            f"{option} {value}: neither an installed name nor a class path (module.Class); `umt heads` and "
+            "`umt datamodules` list the installed ones"
+        )
     if class_path and reasons:
         return f"{option} {class_path.group(1)}: {reasons[0]}"
     if expected and all(reason.startswith("Expected a <class") for reason in reasons):
