@@ -522,4 +522,4 @@ def main(argv: list[str] | None = None) -> None:
         commands = {**{name: _lightning_command(name) for name in LIGHTNING_COMMANDS}, **COMMANDS}
     command = " ".join(args[:2]) if args[:1] == ["data"] else args[0] if args else "umt"
     reported(command, lambda: auto_cli(commands, args=_normalised(args), as_positional=True,
-                                       parser_class=CommandParser, epilog=EPILOG), USAGE_ERRORS)
+                                       parser_class=CommandParser, prog="umt", epilog=EPILOG), USAGE_ERRORS)

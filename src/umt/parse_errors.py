@@ -46,6 +46,8 @@ def one_line_parse_error(message: str, help_command: str, options: list[str], po
     class_path = re.search(r"Problem with given class_path '([^']+)'", message)
     reasons = _reasons(message)
     expected = re.findall(r"Expected a <class '([\w.]+)'>", message)
+    if class_path:  # the None of the class's own union (``data: LightningDataModule | None``) is not this key's
+        expected = [name for name in expected if name != "NoneType"]
     if rejected := next(
         (re.match(r"Option '([^']+)' is not accepted", r) for r in reasons if "not accepted" in r), None
     ):
@@ -56,11 +58,13 @@ def one_line_parse_error(message: str, help_command: str, options: list[str], po
             f"{option} {value}: neither an installed name nor a class path (module.Class); `umt heads` and "
             "`umt datamodules` list the installed ones"
         )
-    if class_path and reasons:
-        return f"{option} {class_path.group(1)}: {reasons[0]}"
     if expected and all(reason.startswith("Expected a <class") for reason in reasons):
         names = " or ".join(dict.fromkeys("None" if name == "NoneType" else name for name in expected))
         return f"{option} {value}: expected {names}"
+    if class_path and reasons:
+        if reasons[0].startswith("No module named"):
+            return f"{option} {class_path.group(1)}: cannot import it ({reasons[0]}); check the class path"
+        return f"{option} {class_path.group(1)}: {reasons[0]}"
     reason = reasons[0] if reasons else first
     return f"{option}{'' if value is None else ' ' + value}: {reason}"
 
