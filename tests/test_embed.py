@@ -117,7 +117,7 @@ def test_interrupted_command_says_how_to_continue(tmp_path: Path, video_list: Pa
         raise KeyboardInterrupt
 
     monkeypatch.setattr("umt.embed.embed_videos", interrupted)  # imported by the command when it runs
-    monkeypatch.setattr("umt.cli_models.create_model", lambda *args, **kwargs: None)
+    monkeypatch.setattr("umt.models.factory.create_model", lambda *args, **kwargs: None)  # load_model imports it
     with pytest.raises(SystemExit) as exit_info:
         main(["embed", str(video_list), "--out", str(tmp_path / "feats.npy")])
     assert exit_info.value.code == 130

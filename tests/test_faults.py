@@ -20,6 +20,7 @@ import umt.lightning  # noqa: F401  (imported before any capture: Lightning's lo
 from conftest import write_official_classifier
 from umt.cli import main
 from umt.data.synthetic import SyntheticConfig, generate
+from umt.errors import UsageError
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "demo" / "classification_tiny.yaml"
 STEPS = 12
@@ -175,6 +176,14 @@ LIBRARY_CASES = {
                               "--img_size must be at least 1, got -64"),
     "convert into a folder": (["convert", "{inputs}/official.pth", "{tmp}"], "a folder; give a file path"),
     "info of a folder": (["info", "{inputs}"], "--checkpoint {inputs}: a folder; give a file"),
+    "features into a folder": (["embed", "{inputs}/header.csv", "--out", "{tmp}"], "--out {tmp}: a folder"),
+    "unknown option": (["info", "{inputs}/official.pth", "--flopz"],
+                       "unknown option --flopz; did you mean --flops? umt info --help lists the options"),
+    "missing argument": (["info"], "missing CHECKPOINT: umt info CHECKPOINT ... (see umt info --help)"),
+    "missing nested argument": (["data", "check"], "missing ANNOTATION: umt data check ANNOTATION"),
+    "wrong type": (["classify", "--top_k", "many"], "--top_k many: expected int"),
+    "wrong type of an optional": (["classify", "--num-frames", "x"], "--num_frames x: expected int or None"),
+    "unknown subcommand": (["clasify"], "invalid choice: 'clasify'"),
 }
 
 
@@ -186,8 +195,8 @@ def test_user_mistake_gives_one_line_and_exit_2(case: str, inputs: Path, tmp_pat
         main([arg.format(inputs=inputs, tmp=tmp_path) for arg in args])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "Traceback" not in err
-    [line] = error_lines(err)
-    assert message.format(inputs=inputs) in line
+    [line] = err.splitlines()
+    assert line.startswith("umt ") and message.format(inputs=inputs, tmp=tmp_path) in line
 
 
 FIT_CASES = {
@@ -201,6 +210,18 @@ FIT_CASES = {
                           "option --data.init_args.batch-size: keys are spelled with underscores: "
                           "--data.init_args.batch_size"),
     "checkpoint is a folder": (["--ckpt_path", "{tmp}"], "--ckpt_path {tmp}: a folder"),
+    "unknown option": (["--trainer.max_epoks", "3"], "unknown option --trainer.max_epoks; did you mean "
+                       "--trainer.max_epochs? umt fit --help lists the options"),
+    "unknown option of the data module": (["--data.bogus", "3"], "unknown option --data.bogus of "
+                                          "umt.datamodules.video_list.SyntheticDataModule"),
+    "wrong type": (["--model.optimizer.lr", "fast"], "--model.optimizer.lr fast: expected float"),
+    "wrong type of a data option": (["--data.batch_size", "four"], "--data.batch_size four: expected int"),
+    "bad class path": (["--data", "no.such.Module"], "--data no.such.Module: cannot import it (No module named"),
+    "unknown data module name": (["--data", "nope"], "--data nope: neither an installed name nor a class path"),
+    "unknown head": (["--model.heads", "[{{class_path: nope}}]"], "head class_path 'nope': not an installed head"),
+    "unknown model size": (["--model.encoder.size", "umt_x"], "unknown model 'umt_x'; known models: umt_b16"),
+    "epochs out of range": (["--trainer.max_epochs", "-3"], "`max_epochs` must be a non-negative integer or -1"),
+    "recipe missing": (["--config", "{tmp}/none.yaml"], "--config: File does not exist: '{tmp}/none.yaml'"),
 }
 
 
@@ -212,8 +233,44 @@ def test_fit_mistake_gives_one_line_and_exit_2(case: str, data_root: Path, tmp_p
         main(fit_args(data_root, tmp_path / "run", *(arg.format(tmp=tmp_path, root=data_root) for arg in extra)))
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "Traceback" not in err
-    [line] = error_lines(err)
-    assert message.format(tmp=tmp_path, root=data_root) in line
+    [line] = err.splitlines()
+    assert line.startswith("umt fit: error: ") and message.format(tmp=tmp_path, root=data_root) in line
+
+
+def test_fit_without_recipe_names_what_is_missing(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["validate"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "umt validate: error: missing --model.heads, --data: give them in a recipe (--config RECIPE.yaml) or as "
+        "options"]
+
+
+def test_traceback_flag_shows_the_full_error(inputs: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """``--traceback`` (anywhere) lets the error through with its traceback, as ``UMT_DEBUG=1``; parse errors
+    keep jsonargparse's whole report."""
+    monkeypatch.setenv("UMT_DEBUG", "0")  # main sets it to 1; removed after the test
+    with pytest.raises(UsageError, match="a folder; give a file"):
+        main(["info", "--traceback", str(inputs)])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["classify", "--top_k", "many", "--traceback"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "usage: " in err and "Expected a <class 'int'>. Got value: many" in err
+    monkeypatch.setenv("UMT_DEBUG", "0")
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "add --traceback to any command" in " ".join(capsys.readouterr().out.split())
+
+
+def test_traceback_flag_in_a_process(inputs: Path) -> None:
+    plain = umt_process("info", str(inputs))
+    shown = umt_process("info", str(inputs), "--traceback")
+    plain_output, shown_output = plain.communicate(timeout=120)[0], shown.communicate(timeout=120)[0]
+    assert plain.returncode == 2 and plain_output.strip().splitlines() == [
+        f"umt info: error: --checkpoint {inputs}: a folder; give a file"]
+    assert shown.returncode == 1 and "Traceback (most recent call last)" in shown_output
+    assert shown_output.strip().endswith(f"umt.errors.UsageError: --checkpoint {inputs}: a folder; give a file")
 
 
 def test_header_row_is_skipped_and_outputs_get_their_folder(inputs: Path, tmp_path: Path,
@@ -235,9 +292,20 @@ def test_help_lists_every_subcommand_and_version(capsys: pytest.CaptureFixture[s
     assert capsys.readouterr().out.startswith("umt 0.")
 
 
-def test_help_does_not_import_torch() -> None:
-    """``umt --help`` stays free of the heavy imports (what makes it answer in well under 2 s)."""
-    code = "import sys; from umt.cli import main\ntry: main(['classify', '--help'])\nexcept SystemExit: pass\n" \
-           "print(sorted(m for m in ('torch', 'lightning', 'transformers', 'open_clip', 'av') if m in sys.modules))"
+def test_help_of_every_command_does_not_import_torch() -> None:
+    """``umt --help`` and every library subcommand's ``--help`` stay free of the heavy imports (what makes them
+    answer in well under 2 s)."""
+    code = ("import sys\nfrom umt.cli import COMMANDS, main\n"
+            "commands = [[name] for name, c in COMMANDS.items() if callable(c)]\n"
+            "commands += [['data', name] for name in COMMANDS['data']]\n"
+            "for command in [[], *commands]:\n"
+            "    try: main([*command, '--help'])\n"
+            "    except SystemExit: pass\n"
+            "print(len(commands), sorted(m for m in ('torch', 'lightning', 'transformers', 'open_clip', 'av', 'timm') "
+            "if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
-    assert result.stdout.strip().splitlines()[-1] == "[]"
+    count, imported = result.stdout.strip().splitlines()[-1].split(" ", 1)
+    assert int(count) >= 14 and imported == "[]"
+    for command in ("info", "convert", "embed", "ask", "check", "ava-eval"):
+        assert f"usage: umt [options] {command}" in result.stdout or f"umt [options] data [options] {command}" in \
+            result.stdout, command

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from jsonargparse import auto_cli
+from jsonargparse import ArgumentParser, auto_cli
 
 from umt.errors import UsageError, check_positive, reported
+from umt.parse_errors import OneLineErrors
 
 # Heavy imports (torch, the models, PyAV) happen inside the commands, so that ``umt --help`` answers at once;
 # jsonargparse reads only the signatures and docstrings here.
@@ -49,7 +51,8 @@ def convert(source: Path, out: Path, num_frames: int | None = None, img_size: in
 def info(checkpoint: Path, num_heads: int | None = None, flops: bool = False, trust_pickle: bool = False) -> None:
     """Describe a checkpoint: family, sizes, parameter count and what loading drops.
 
-    Example: ``umt info b16_ptk710_ftk710_ftk400_f8_res224.pth --flops``.
+    Reads the file with torch alone: no model is built (``--flops`` builds one on the meta device). Example:
+    ``umt info b16_ptk710_ftk710_ftk400_f8_res224.pth``.
 
     Args:
         checkpoint: official or converted checkpoint file.
@@ -57,36 +60,26 @@ def info(checkpoint: Path, num_heads: int | None = None, flops: bool = False, tr
         flops: also count GFLOPs per view of the backbone and the whole model (fvcore, on the meta device).
         trust_pickle: allow files holding Python objects besides tensors (trusted sources only).
     """
-    from umt.checkpoints import key_groups, load_weights, read_checkpoint
+    from umt.checkpoints import read_checkpoint
     from umt.cli_models import model_for
-    from umt.models.factory import create_model
+    from umt.describe import describe
+    from umt.models.config import get_config
 
     check_positive(num_heads=num_heads)
     _input_file(checkpoint, "checkpoint")
     loaded = read_checkpoint(checkpoint, trust_pickle)
     name, overrides = model_for(loaded, None, None, num_heads)
-    model = create_model(name, device="meta", **{**loaded.config, **overrides})
-    report = load_weights(model, loaded)
-    config = model.config
-    params = sum(t.numel() for t in loaded.state_dict.values() if t.is_floating_point())
-    rows = [
-        ("file", str(checkpoint)),
-        ("family", loaded.family),
-        ("model", f"{name}: embed_dim {config.embed_dim}, depth {config.depth}, heads {config.num_heads}"),
-        ("input", f"{config.num_frames} frames x {config.img_size}px, position table '{config.pos_embed}'"),
-        ("classes", str(config.num_classes) if config.num_classes else "none (pooled features)"),
-        ("parameters", f"{params / 1e6:.1f} M loaded"),
-        ("dropped by design", f"{len(report.dropped)} keys {key_groups(report.dropped)}"),
-        ("initialised fresh", f"{len(report.initialised)} keys {key_groups(report.initialised)}"),
-    ]
+    config = get_config(name, **{**loaded.config, **overrides})
+    rows = describe(checkpoint, loaded, name, config)
     if flops:
         import torch
 
         from umt.flop_count import flops as count_flops
+        from umt.models.factory import create_model
 
+        model = create_model(name, device="meta", **{**loaded.config, **overrides})  # no weights needed
         shape = (1, config.in_chans, config.num_frames, config.img_size, config.img_size)
-        counted = create_model(name, device="meta", **{**loaded.config, **overrides})  # no weights needed
-        report = count_flops(counted, torch.empty(shape, device="meta"))
+        report = count_flops(model, torch.empty(shape, device="meta"))
         rows.append(("GFLOPs per view", f"backbone {report.backbone:.1f}, whole model {report.total:.1f} (fvcore: a "
                                         "multiply-add counts one)"))
     width = max(len(key) for key, _ in rows)
@@ -476,9 +469,19 @@ COMMANDS: dict[str, Any] = {
 SWITCHES = ("--rerank", "--flops",)
 """Boolean options that may be given bare (``--rerank`` = ``--rerank true``)."""
 
+TRACEBACK = "--traceback"
+"""Flag of every command: show the full traceback of an error (as ``UMT_DEBUG=1``)."""
+
+EPILOG = (f"Errors that are user mistakes print one line and exit with 2; add {TRACEBACK} to any command (or set "
+          "UMT_DEBUG=1) for the full traceback.")
+
 USAGE_ERRORS: tuple[type[BaseException] | str, ...] = (ValueError, OSError, "umt.data.decoding.VideoError")
 """Errors of the library's own subcommands that are user mistakes (``CheckpointError`` is a ``ValueError``),
 reported in one line with exit status 2."""
+
+
+class CommandParser(OneLineErrors, ArgumentParser):
+    """The parser of the library's own subcommands: parse errors in one line (``umt.parse_errors``)."""
 
 
 def _lightning_command(name: str) -> Any:
@@ -520,9 +523,13 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``umt`` console script: ``fit|validate|test|predict`` go to LightningCLI, every other
-    subcommand to ``COMMANDS``. User mistakes print one line and exit with 2 (``UMT_DEBUG=1``: the traceback)."""
+    subcommand to ``COMMANDS``. User mistakes print one line and exit with 2 (``--traceback`` anywhere, or
+    ``UMT_DEBUG=1``: the full traceback)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = sys.argv[1:] if argv is None else list(argv)
+    if TRACEBACK in args:
+        args = [arg for arg in args if arg != TRACEBACK]
+        os.environ["UMT_DEBUG"] = "1"  # also seen by data-loading workers and DDP processes
     if args and args[0] in LIGHTNING_COMMANDS:
         from umt.lightning import run
 
@@ -535,4 +542,5 @@ def main(argv: list[str] | None = None) -> None:
     if not args or args[0] in ("-h", "--help"):
         commands = {**{name: _lightning_command(name) for name in LIGHTNING_COMMANDS}, **COMMANDS}
     command = " ".join(args[:2]) if args[:1] == ["data"] else args[0] if args else "umt"
-    reported(command, lambda: auto_cli(commands, args=_normalised(args), as_positional=True), USAGE_ERRORS)
+    reported(command, lambda: auto_cli(commands, args=_normalised(args), as_positional=True,
+                                       parser_class=CommandParser, prog="umt", epilog=EPILOG), USAGE_ERRORS)

@@ -1,18 +1,20 @@
-"""What the ``umt`` commands share once they run: the model of a checkpoint, the built-in clip (torch imported)."""
+"""What the ``umt`` commands share once they run: the model of a checkpoint, the built-in clip (torch imported;
+the model code only where a model is built)."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from umt.checkpoints import Checkpoint, read_checkpoint
 from umt.errors import UsageError, check_positive
-from umt.models.classifier import VideoClassifier
 from umt.models.config import MODEL_CONFIGS, get_config
-from umt.models.factory import create_model
+
+if TYPE_CHECKING:
+    from umt.models.classifier import VideoClassifier
 
 
 def model_for(checkpoint: Checkpoint, num_frames: int | None, img_size: int | None,
@@ -42,6 +44,8 @@ def load_model(checkpoint: Path | None, model: str, num_frames: int | None, num_
                 trust_pickle: bool) -> tuple[VideoClassifier, str, list[str] | None]:
     """The model of ``checkpoint`` (random ``model`` weights, seed 0, without one), its name, and the class
     names stored in the file (converted files only). ``num_frames`` None keeps the file's (or 8)."""
+    from umt.models.factory import create_model  # the model code (timm) only for commands that run a model
+
     check_positive(num_frames=num_frames, num_heads=num_heads)
     if checkpoint is None and model not in MODEL_CONFIGS:
         raise UsageError(f"--model {model}: unknown model; choose one of {', '.join(MODEL_CONFIGS)}")

@@ -36,7 +36,7 @@ def debug() -> bool:
 def one_line(error: BaseException) -> str:
     """The error's message on one line (the first line of a multi-line message, the type when empty)."""
     text = str(error).strip() or type(error).__name__
-    if isinstance(error, KeyError):
+    if isinstance(error, KeyError) and not isinstance(error, ValueError):  # a lookup, not a user mistake's message
         text = f"missing key {text}"
     return " ".join(text.split("\n", 1)[0].split())
 

@@ -16,13 +16,21 @@ from umt.checkpointing import SafeLastCheckpoint, check_complete, newest_last
 from umt.errors import UsageError, reported
 from umt.heads.base import DataInfo
 from umt.module import UMTModule
+from umt.parse_errors import OneLineErrors
 from umt.plugins import resolve_class_paths
 
 logger = logging.getLogger("umt")
 
 CONFIG_OPTIONS = ("-c", "--config")
-USAGE_ERRORS = (ValueError, OSError, "umt.data.decoding.VideoError")
+USAGE_ERRORS = (ValueError, OSError, "umt.data.decoding.VideoError",
+                "lightning.fabric.utilities.exceptions.MisconfigurationException")
 """Errors of a LightningCLI run that are user mistakes (a wrong option, file or data), reported in one line."""
+
+
+class UMTArgumentParser(OneLineErrors, LightningArgumentParser):
+    """LightningCLI's parser with parse errors in one line (``umt.parse_errors``); every value is an option."""
+
+    positional_required = False
 
 
 def data_info(datamodule: L.LightningDataModule) -> DataInfo:
@@ -159,6 +167,6 @@ def run(args: list[str]) -> None:
     def cli() -> None:
         check_options(args)
         UMTCLI(UMTModule, L.LightningDataModule, subclass_mode_data=True, args=resolve_arguments(args),
-               save_config_kwargs={"overwrite": True})
+               save_config_kwargs={"overwrite": True}, parser_class=UMTArgumentParser)
 
     reported(args[0], cli, USAGE_ERRORS)

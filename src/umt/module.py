@@ -16,13 +16,14 @@ from lightning.pytorch.utilities import grad_norm
 from torch import Tensor, nn
 
 from umt.checkpoints import CheckpointParts, check_fit, key_groups, read_parts
+from umt.errors import UsageError
 from umt.heads.base import Batch, DataInfo, EncoderStep, EvalContext, Head, HeadContext, HeadFactory
 from umt.masking import attention_mask
 from umt.models.teacher import CLIPTeacher, create_teacher
 from umt.models.vit import VideoViT, _init_weights
 from umt.optim import build_optimizer, schedule_multiplier
 from umt.options import EncoderConfig, MaskingConfig, OptimizerConfig, TeacherSpec
-from umt.plugins import factory_target, head_name
+from umt.plugins import factory_target, head_name, resolve_class_paths
 from umt.rng import collect_rng_states, set_rng_states
 
 logger = logging.getLogger("umt")
@@ -361,9 +362,15 @@ def head_spec(factory: HeadFactory) -> dict[str, Any]:
 
 
 def head_factory(spec: dict[str, Any]) -> HeadFactory:
-    """The head factory of a ``head_spec`` (the class imported, dict options made its dataclasses again)."""
-    module, _, name = spec["class_path"].rpartition(".")
-    cls = getattr(importlib.import_module(module), name)
+    """The head factory of a ``head_spec`` (an installed head's name or a class path; the class imported, dict
+    options made its dataclasses again)."""
+    path = resolve_class_paths({"class_path": spec["class_path"]}, "heads")[0]["class_path"]
+    module, _, name = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise UsageError(f"head class_path {path!r}: not an installed head nor an importable class ({error}); "
+                         "`umt heads` lists the installed ones") from error
     hints = typing.get_type_hints(cls.__init__)
     options = {k: _typed_hint(hints.get(k, Any), v) for k, v in spec.get("init_args", {}).items()}
     return functools.partial(cls, **options)

@@ -114,8 +114,17 @@ def list_models() -> list[str]:
     return sorted(MODEL_CONFIGS)
 
 
+class UnknownModelError(KeyError, ValueError):
+    """A model name that is not in ``MODEL_CONFIGS`` (a ``KeyError``, and a ``ValueError`` as every user mistake
+    the ``umt`` command reports in one line)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 def get_config(name: str, **overrides: Any) -> ModelConfig:
-    """The named config with ``overrides`` applied; unknown names raise ``KeyError`` listing the known ones."""
+    """The named config with ``overrides`` applied; unknown names raise ``UnknownModelError`` (a ``KeyError``)
+    listing the known ones."""
     if name not in MODEL_CONFIGS:
-        raise KeyError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+        raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
     return MODEL_CONFIGS[name].replace(**overrides)
