@@ -27,14 +27,16 @@ USAGE_ERRORS = (ValueError, OSError, "umt.data.decoding.VideoError")
 
 
 def data_info(datamodule: L.LightningDataModule) -> DataInfo:
-    """What ``datamodule`` states that the module needs: classes and clips per step (``batch_size *
-    num_sample``) from its hyper-parameters or attributes."""
+    """What ``datamodule`` states that the module needs: classes, clips per step (``batch_size * num_sample``)
+    and the clips' frames and size from its hyper-parameters or attributes."""
     options = dict(getattr(datamodule, "hparams", {}))
     classes = getattr(datamodule, "num_classes", options.get("num_classes"))
     batch = options.get("batch_size", getattr(datamodule, "batch_size", None))
     clips = None if batch is None else int(batch) * int(options.get("num_sample", 1))
     names = getattr(datamodule, "class_names", None)
-    return DataInfo(None if classes is None else int(classes), clips, None if names is None else tuple(names))
+    frames, size = (options.get(key, getattr(datamodule, key, None)) for key in ("num_frames", "img_size"))
+    return DataInfo(None if classes is None else int(classes), clips, None if names is None else tuple(names),
+                    None if frames is None else int(frames), None if size is None else int(size))
 
 
 def resolve_recipe(config: dict[str, Any]) -> tuple[dict[str, Any], bool]:
