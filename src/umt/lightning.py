@@ -135,10 +135,11 @@ def resume_path(ckpt_path: str | None, root: Path) -> str | None:
 
 
 class UMTCLI(LightningCLI):
-    """LightningCLI with ``UMTModule`` as the model; the data module's classes and clips per step are linked into
-    ``model.data_info``; every run keeps a safe ``last.ckpt`` (``--last_checkpoint.*``: see
-    ``umt.checkpointing.SafeLastCheckpoint``) and ``--ckpt_path last`` resumes from the newest one; runs log to
-    TensorBoard and CSV unless ``--trainer.logger`` says otherwise, and to W&B with ``--wandb PROJECT``."""
+    """LightningCLI with ``UMTModule`` as the model; the data module's classes, clips per step, frames and size are
+    linked into ``model.data_info`` (the encoder's input is stated once, in ``data``); every run keeps a safe
+    ``last.ckpt`` (``--last_checkpoint.*``: see ``umt.checkpointing.SafeLastCheckpoint``) and ``--ckpt_path last``
+    resumes from the newest one; runs log to TensorBoard and CSV unless ``--trainer.logger`` says otherwise, and
+    to W&B with ``--wandb PROJECT``."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data", "model.data_info", compute_fn=data_info, apply_on="instantiate")
