@@ -36,11 +36,15 @@ class DataInfo:
         clips_per_step: clips per process and optimizer step before accumulation (``batch_size *
             num_sample``: repeated clips count), or None when the data module does not say.
         class_names: names of the classes in label order, or None.
+        num_frames: frames T of the clips it gives, or None (the encoder's input when the recipe leaves it out).
+        img_size: side in pixels of the clips it gives, or None (likewise).
     """
 
     num_classes: int | None = None
     clips_per_step: int | None = None
     class_names: tuple[str, ...] | None = None
+    num_frames: int | None = None
+    img_size: int | None = None
 
 
 @dataclass(frozen=True)

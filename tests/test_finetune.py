@@ -82,7 +82,7 @@ def test_recipe_shows_the_official_values(recipe: str, capsys: pytest.CaptureFix
     encoder, optimizer, head = model["encoder"], model["optimizer"], head["init_args"]
     assert encoder["size"] == f"umt_{size}" and Path(model["checkpoint"]).name == f"{init}.pth"
     assert head["head_mode"] == HEAD_MODES[recipe.split("_")[0]] and head["num_classes"] is None  # the data's
-    assert (encoder["num_frames"], encoder["img_size"]) == (frames, img)
+    assert (encoder["num_frames"], encoder["img_size"]) == (None, None)  # stated once, by the data module
     assert (encoder["drop_path_rate"], encoder["checkpoint_blocks"]) == (drop_path, checkpointed)
     assert (optimizer["lr"], optimizer["min_lr"], optimizer["warmup_lr"]) == (lr, 1e-6, 1e-6)
     assert (optimizer["warmup_epochs"], optimizer["weight_decay"], optimizer["layer_decay"]) == (

@@ -41,7 +41,7 @@ def test_qa_recipe_shows_the_official_values(recipe: str, capsys: pytest.Capture
     assert (head["text_size"], head["k"], head["max_question_length"], head["max_answer_length"]) == (
         TEXT[size], 128, 25, 5)
     encoder, optimizer = model["encoder"], model["optimizer"]
-    assert (encoder["size"], encoder["num_frames"], encoder["drop_path_rate"]) == (f"umt_{size}", 12, drop_path)
+    assert (encoder["size"], encoder["num_frames"], encoder["drop_path_rate"]) == (f"umt_{size}", None, drop_path)
     assert Path(model["checkpoint"]).name == f"{size}_25m.pth"
     assert (optimizer["lr"], optimizer["min_lr"], optimizer["warmup_epochs"]) == (lr, pytest.approx(lr / 100), 1)
     assert (optimizer["weight_decay"], optimizer["betas"], optimizer["batch_scaled"]) == (0.02, [0.9, 0.999], False)
@@ -73,6 +73,7 @@ def test_mc_recipe_shows_the_official_values(recipe: str, capsys: pytest.Capture
     head = head["init_args"]
     assert head["weights"] == {"vtc": 1.0, "vtm": 1.0, "mlm": 0.0} and head["itm_weight"] == 0.7
     assert (head["text_size"], head["embed_dim"], head["max_length"]) == (TEXT[size], embed, 32)
-    assert (model["encoder"]["drop_path_rate"], model["encoder"]["num_frames"]) == (drop_path, 12)
+    assert (model["encoder"]["drop_path_rate"], model["encoder"]["num_frames"]) == (drop_path, None)
+    assert config["data"]["init_args"]["num_frames"] == 12
     assert (model["optimizer"]["lr"], model["optimizer"]["warmup_epochs"]) == (lr, 0)
     assert config["trainer"]["max_epochs"] == epochs

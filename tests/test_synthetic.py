@@ -90,6 +90,7 @@ def test_same_seed_same_dataset_other_seed_differs(small: Path, tmp_path: Path) 
 def test_existing_dataset_is_reused_and_a_new_config_replaces_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     config = replace(SMALL, train_size=4, val_size=0, test_size=0, num_frames=4, size=32)
+    monkeypatch.setenv("UMT_PROGRESS", "1")  # bars are drawn on a terminal only otherwise
     out = generate(tmp_path, config, progress=True)
     assert "synthetic videos" in capsys.readouterr().err
     with monkeypatch.context() as patch:

@@ -76,7 +76,7 @@ def test_pretraining_recipes_show_the_official_values(size: str, corpus: str) ->
     config = load_recipe(f"pretrain_{size}_{corpus}.yaml")
     model, data, trainer = config["model"], config["data"]["init_args"], config["trainer"]
     name, teacher, nodes, drop_path, _, _, _, _ = SIZES[size]
-    assert model["encoder"] == {"size": name, "num_frames": 4, "drop_path_rate": drop_path, "final_norm": True,
+    assert model["encoder"] == {"size": name, "drop_path_rate": drop_path, "final_norm": True,
                                 "pos_embed": "extend"}
     assert model["teacher"]["name"] == teacher and model["checkpoint"].endswith(f"{size}_ptk710_f8_res224.pth")
     assert list(heads(model)) == ["alignment", "video_text"]
@@ -104,7 +104,7 @@ def test_finetuning_recipes_show_the_official_values(dataset: str, size: str) ->
     assert config["data"]["class_path"] == f"umt.datamodules.video_text.{cls}"
     assert trainer["max_epochs"] == epochs
     check_stage2_optimizer(model["optimizer"], lr, warmup)
-    assert model["encoder"] == {"size": name, "num_frames": 12, "drop_path_rate": drop_path,
+    assert model["encoder"] == {"size": name, "drop_path_rate": drop_path,
                                 "checkpoint_blocks": depth, "final_norm": True, "pos_embed": "extend"}
     assert model.get("teacher") is None and list(heads(model)) == ["video_text"]  # VTC + VTM only, no UTA
     assert model.get("loss_weights", {}).get("video_text", 1.0) == 1.0
@@ -120,7 +120,7 @@ def test_finetuning_recipes_show_the_official_values(dataset: str, size: str) ->
 def test_zero_shot_recipes_use_four_frames(dataset: str, size: str) -> None:
     config = load_recipe(f"zeroshot_{dataset}_{size}.yaml")
     model, data = config["model"], config["data"]["init_args"]
-    assert model["encoder"] == {"size": SIZES[size][0], "num_frames": 4, "final_norm": True, "pos_embed": "extend"}
+    assert model["encoder"] == {"size": SIZES[size][0], "final_norm": True, "pos_embed": "extend"}
     assert data["num_frames"] == 4
     assert model.get("teacher") is None and list(heads(model)) == ["video_text"]
     assert model["loss_weights"] == {"video_text": 0.0}  # evaluation only
@@ -148,12 +148,13 @@ def test_recipes_parse_with_the_cli(recipe: str, capsys: pytest.CaptureFixture[s
     command = "test" if recipe.startswith("zeroshot") else "fit"
     with pytest.raises(SystemExit):
         main([command, "--config", str(RECIPES / recipe), "--print_config"])
-    printed = yaml.safe_load(capsys.readouterr().out)["model"]
-    written = load_recipe(recipe)["model"]
+    config = yaml.safe_load(capsys.readouterr().out)
+    printed, written = config["model"], load_recipe(recipe)["model"]
     classes = [f"umt.heads.{name}.{HEAD_CLASSES[name].__name__}" for name in heads(written)]
     assert [head["class_path"] for head in printed["heads"]] == classes  # plugin names resolved
     assert printed["heads"][-1]["init_args"]["max_length"] == heads(written)["video_text"]["max_length"]
     assert printed["heads"][-1]["init_args"]["weights"] == heads(written)["video_text"]["weights"]
     assert (printed["loss_weights"] or {}) == written.get("loss_weights", {})
-    assert printed["encoder"]["num_frames"] == written["encoder"]["num_frames"]
+    assert printed["encoder"]["num_frames"] is None  # stated once, by the data module (linked into data_info)
+    assert config["data"]["init_args"]["num_frames"] == load_recipe(recipe)["data"]["init_args"]["num_frames"]
     assert printed["optimizer"]["lr"] == written.get("optimizer", {}).get("lr", OptimizerConfig().lr)

@@ -49,12 +49,13 @@ def distinct_videos(root: Path, split: str, count: int) -> list[dict[str, str]]:
 
 
 def search(query: str, folder: Path, checkpoint: Path, cache: Path, capsys: pytest.CaptureFixture[str],
-           *options: str) -> tuple[str, list[str]]:
-    """Run ``umt search``; returns its header line and the ranked file names."""
+           *options: str) -> tuple[str, list[str], str]:
+    """Run ``umt search``; returns its header line, the ranked file names and what it wrote to stderr."""
     main(["search", query, "--videos", str(folder), "--checkpoint", str(checkpoint), "--cache", str(cache), *options])
-    lines = capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
     ranked = [match.group(1) for line in lines[1:] if (match := re.match(r"\s+\d+\. (\S+)", line))]
-    return lines[0], [Path(path).name for path in ranked]
+    return lines[0], [Path(path).name for path in ranked], captured.err
 
 
 def check_search(root: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -64,18 +65,22 @@ def check_search(root: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.Ca
     folder.mkdir()
     for item in targets:
         shutil.copy2(root / item["video"], folder)
-    header, _ = search("anything", folder, checkpoint, cache, capsys)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("UMT_PROGRESS", "1")  # the indexing bar, drawn on a terminal only otherwise
+        header, _, err = search("anything", folder, checkpoint, cache, capsys)
     assert "(3 encoded, 0 from the cache)" in header
+    bar = r"indexing: 100%\|[^|]*\| 3/3 \[\d+:\d\d<\d+:\d\d, *[\d.]+(s/video|video/s)\]"
+    assert re.search(bar, err.replace("\r", "\n"))
     hits = 0
     for item in targets:
-        header, ranked = search(item["caption"], folder, checkpoint, cache, capsys, "--top", "3")
+        header, ranked, _ = search(item["caption"], folder, checkpoint, cache, capsys, "--top", "3")
         assert "(0 encoded, 3 from the cache)" in header and len(ranked) == 3
         hits += ranked[0] == Path(item["video"]).name
     assert hits >= 2, f"{hits} of 3 captions found their video first"
     (folder / Path(targets[0]["video"]).name).touch()  # a changed file is encoded again
     grid = tmp_path / "grids" / "grid.png"
-    header, ranked = search(targets[0]["caption"], folder, checkpoint, cache, capsys, "--rerank", "--save_grid",
-                            str(grid))
+    header, ranked, _ = search(targets[0]["caption"], folder, checkpoint, cache, capsys, "--rerank", "--save_grid",
+                               str(grid))
     assert "(1 encoded, 2 from the cache)" in header and len(ranked) == 3
     assert Image.open(grid).height > 3 * 96  # a contact sheet row (thumbnails 96 px high) per result
 

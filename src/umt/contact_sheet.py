@@ -27,11 +27,12 @@ def contact_sheet(hits: Sequence[Hit], query: str, frames: int = 4) -> Image.Ima
     """One row per hit (rank, file name, ITC and ITM scores, ``frames`` thumbnails) under the query."""
     font = ImageFont.load_default()
     rows = [thumbnails(hit.path, frames) for hit in hits]
-    width = max([sum(t.width for t in row) + 4 * len(row) for row in rows] + [400]) + 8
+    title = f"query: {query!r}"
+    width = max([sum(t.width for t in row) + 4 * len(row) for row in rows] + [400, int(font.getlength(title))]) + 8
     header = 22
     sheet = Image.new("RGB", (width, header + len(rows) * (THUMB + 20) + 4), "white")
     draw = ImageDraw.Draw(sheet)
-    draw.text((6, 5), f"query: {query!r}", fill="black", font=font)
+    draw.text((6, 5), title, fill="black", font=font)
     for rank, (hit, row) in enumerate(zip(hits, rows, strict=True), 1):
         top = header + (rank - 1) * (THUMB + 20)
         itm = "" if hit.itm is None else f"  itm {hit.itm:.3f}"

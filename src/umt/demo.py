@@ -31,7 +31,6 @@ import torch.nn.functional as F
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from umt.checkpoints import save_native
 from umt.data.annotations import read_video_list
@@ -46,6 +45,7 @@ from umt.models.factory import classifier_from_module
 from umt.module import UMTModule
 from umt.optim import warmup_cosine
 from umt.options import EncoderConfig, MaskingConfig, OptimizerConfig, TeacherSpec
+from umt.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -223,7 +223,7 @@ def _load_split(root: Path, split: str, progress: bool) -> tuple[Tensor, Tensor,
     entries = {e["video"]: e["frame_captions"] for e in json.loads((root / f"{split}_captions.json").read_text())}
     length = SyntheticConfig().num_frames
     clips = torch.stack([read_frames(r.path, range(length), threads=1, parallel=1)
-                         for r in tqdm(records, desc=f"decoding {split}", unit="clip", disable=not progress)])
+                         for r in progress_bar(records, desc=f"decoding {split}", unit="clip", enabled=progress)])
     labels = torch.tensor([r.label for r in records])
     return clips, labels, [entries[r.path.relative_to(root).as_posix()] for r in records]
 

@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm import tqdm
 
 from umt.data.annotations import read_video_list
 from umt.data.decoding import VideoError
 from umt.models.classifier import VideoClassifier
 from umt.predict import eval_view
+from umt.progress import progress_bar
 
 logger = logging.getLogger("umt")
 
@@ -128,7 +128,7 @@ def embed_videos(annotation: str | Path, out: str | Path, model: VideoClassifier
     device = next(model.parameters()).device
     model.eval()
     start = done
-    with tqdm(total=len(ids), initial=done, unit="video", disable=not show_progress) as bar:
+    with progress_bar(total=len(ids), initial=done, desc="embedding", unit="video", enabled=show_progress) as bar:
         for batch in loader:
             count = len(batch["error"])
             good = [i for i, error in enumerate(batch["error"]) if not error]

@@ -15,6 +15,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from umt.checkpointing import SafeLastCheckpoint, check_complete, newest_last
 from umt.errors import UsageError, reported
 from umt.heads.base import DataInfo
+from umt.loggers import run_loggers
 from umt.module import UMTModule
 from umt.parse_errors import OneLineErrors
 from umt.plugins import resolve_class_paths
@@ -34,14 +35,16 @@ class UMTArgumentParser(OneLineErrors, LightningArgumentParser):
 
 
 def data_info(datamodule: L.LightningDataModule) -> DataInfo:
-    """What ``datamodule`` states that the module needs: classes and clips per step (``batch_size *
-    num_sample``) from its hyper-parameters or attributes."""
+    """What ``datamodule`` states that the module needs: classes, clips per step (``batch_size * num_sample``)
+    and the clips' frames and size from its hyper-parameters or attributes."""
     options = dict(getattr(datamodule, "hparams", {}))
     classes = getattr(datamodule, "num_classes", options.get("num_classes"))
     batch = options.get("batch_size", getattr(datamodule, "batch_size", None))
     clips = None if batch is None else int(batch) * int(options.get("num_sample", 1))
     names = getattr(datamodule, "class_names", None)
-    return DataInfo(None if classes is None else int(classes), clips, None if names is None else tuple(names))
+    frames, size = (options.get(key, getattr(datamodule, key, None)) for key in ("num_frames", "img_size"))
+    return DataInfo(None if classes is None else int(classes), clips, None if names is None else tuple(names),
+                    None if frames is None else int(frames), None if size is None else int(size))
 
 
 def resolve_recipe(config: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -140,13 +143,24 @@ def resume_path(ckpt_path: str | None, root: Path) -> str | None:
 
 
 class UMTCLI(LightningCLI):
-    """LightningCLI with ``UMTModule`` as the model; the data module's classes and clips per step are linked into
-    ``model.data_info``; every run keeps a safe ``last.ckpt`` (``--last_checkpoint.*``: see
-    ``umt.checkpointing.SafeLastCheckpoint``) and ``--ckpt_path last`` resumes from the newest one."""
+    """LightningCLI with ``UMTModule`` as the model; the data module's classes, clips per step, frames and size are
+    linked into ``model.data_info`` (the encoder's input is stated once, in ``data``); every run keeps a safe
+    ``last.ckpt`` (``--last_checkpoint.*``: see ``umt.checkpointing.SafeLastCheckpoint``) and ``--ckpt_path last``
+    resumes from the newest one; runs log to TensorBoard and CSV unless ``--trainer.logger`` says otherwise, and
+    to W&B with ``--wandb PROJECT``."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data", "model.data_info", compute_fn=data_info, apply_on="instantiate")
         parser.add_lightning_class_args(SafeLastCheckpoint, "last_checkpoint")
+        parser.add_argument("--wandb", type=str | None, default=None,
+                            help="also log to this Weights & Biases project (pip install 'unmasked-teacher[wandb]')")
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        options = self.config_init.get(self.subcommand, self.config_init)
+        trainer = options.get("trainer", {})
+        root = trainer.get("default_root_dir") or Path.cwd()
+        kwargs.setdefault("logger", run_loggers(trainer.get("logger"), root, options.get("wandb")))
+        return super().instantiate_trainer(**kwargs)
 
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand, self.config)

@@ -52,7 +52,8 @@ class UMTModule(L.LightningModule):
         checkpoint: initial weights: any file ``umt.checkpoints.read_parts`` reads; the encoder loads strictly,
             each head takes its own part.
         trust_pickle: allow checkpoint files holding Python objects besides tensors (trusted sources only).
-        data_info: what the data module states (classes, clips per step); linked by the CLI.
+        data_info: what the data module states (classes, clips per step, frames and size: the encoder's input
+            where ``encoder`` leaves it None); linked by the CLI.
         seed: masks, negatives and corruption come from a generator seeded by ``(seed, global step, rank)``.
     """
 
@@ -74,6 +75,8 @@ class UMTModule(L.LightningModule):
         encoder, teacher = typed(EncoderConfig, encoder), typed(TeacherSpec, teacher)
         masking = typed(MaskingConfig, masking)
         optimizer, data_info = typed(OptimizerConfig, optimizer), typed(DataInfo, data_info)
+        if data_info is not None:
+            encoder = encoder.with_input(data_info.num_frames, data_info.img_size)  # saved as resolved
         self.save_hyperparameters(ignore=["heads"])
         self.hparams["heads"] = [head_spec(factory) for factory in heads]
         self.optimizer_config, self.masking, self.teacher_spec = optimizer, masking, teacher

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
+from umt.errors import UsageError
 from umt.models.config import ModelConfig, get_config
 from umt.models.pos_embed import PosEmbedPolicy
 
@@ -18,8 +19,8 @@ class EncoderConfig:
 
     Attributes:
         size: ``umt_b16`` or ``umt_l16``.
-        num_frames: input frames T.
-        img_size: input side in pixels.
+        num_frames: input frames T (None: the data module's, linked by the CLI, else 8).
+        img_size: input side in pixels (None: the data module's, else 224).
         drop_path_rate: stochastic depth over the blocks (None: the size's 0.1 / 0.2).
         checkpoint_blocks: activation checkpointing of the first N blocks while training.
         final_norm: LayerNorm after the last block (stage-1/2 encoders); None: from the checkpoint, else False.
@@ -36,8 +37,8 @@ class EncoderConfig:
     """
 
     size: str = "umt_b16"
-    num_frames: int = 8
-    img_size: int = 224
+    num_frames: int | None = None
+    img_size: int | None = None
     drop_path_rate: float | None = None
     checkpoint_blocks: int = 0
     final_norm: bool | None = None
@@ -50,6 +51,24 @@ class EncoderConfig:
     tubelet_size: int | None = None
     mlp_ratio: float | None = None
     init: EncoderInit = "trunc_normal"
+
+    def with_input(self, num_frames: int | None, img_size: int | None) -> EncoderConfig:
+        """This config with the frames and size of the data (None: not stated) where it leaves them None.
+
+        Args:
+            num_frames: frames T of the data's clips.
+            img_size: side of the data's clips.
+
+        Raises:
+            UsageError: the encoder states a value the data contradicts (state it once, in the data module).
+        """
+        data = {"num_frames": num_frames, "img_size": img_size}
+        for key, value in data.items():
+            mine = getattr(self, key)
+            if mine is not None and value is not None and mine != value:
+                raise UsageError(f"model.encoder.{key} is {mine} but the data module gives {value}: state it once, "
+                                 f"as --data.{key} (leave model.encoder.{key} out)")
+        return dataclasses.replace(self, **{k: v for k, v in data.items() if getattr(self, k) is None})
 
     def model_config(self, hints: dict[str, object] | None = None) -> ModelConfig:
         """The ``ModelConfig`` of the encoder; ``hints`` (from a checkpoint) fill the fields left None."""

@@ -17,6 +17,7 @@ from umt.data.text import load_tokenizer, tokenize
 from umt.data.transforms import stage2_eval_transform
 from umt.losses import video_text_similarity
 from umt.models.video_text import VideoTextModel
+from umt.progress import progress_bar
 
 logger = logging.getLogger("umt")
 
@@ -84,10 +85,11 @@ class MediaIndex:
 
 
 def search_media(model: VideoTextModel, index: MediaIndex, files: list[Path], query: str, tokenizer_name: str,
-                 max_length: int = 32, top: int = 5, rerank: bool = False) -> list[Hit]:
+                 max_length: int = 32, top: int = 5, rerank: bool = False, progress: bool = True) -> list[Hit]:
     """Rank ``files`` for ``query`` by contrastive similarity (mean over frames of cosine); with ``rerank`` the
-    ``top`` best are re-ordered by the ITM match logit, as in the official retrieval evaluation."""
-    features = [index.features(path) for path in files]
+    ``top`` best are re-ordered by the ITM match logit, as in the official retrieval evaluation; ``progress``
+    draws a bar while the files are indexed (read from the cache or encoded)."""
+    features = [index.features(path) for path in progress_bar(files, desc="indexing", unit="video", enabled=progress)]
     ids, mask = tokenize(load_tokenizer(tokenizer_name), [query], max_length)
     with torch.no_grad():
         text = model.encode_text(ids, mask)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import av
 from PIL import Image
-from tqdm import tqdm
 
 from umt.data.annotations import VideoRecord, read_video_list
 from umt.data.decoding import IMAGE_SUFFIXES
+from umt.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,6 @@ def check_dataset(annotation: str | Path, prefix: str | Path | None = None, work
     records = read_video_list(annotation, prefix)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         reasons: Iterator[str | None] = pool.map(scan, (r.path for r in records))
-        reasons = tqdm(reasons, total=len(records), desc="checking videos", unit="video", disable=not progress)
+        reasons = progress_bar(reasons, total=len(records), desc="checking videos", unit="video", enabled=progress)
         problems = [Problem(r.path, reason) for r, reason in zip(records, reasons, strict=True) if reason]
     return records, problems

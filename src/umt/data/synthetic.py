@@ -9,9 +9,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from umt.data.writer import write_video
+from umt.progress import progress_bar
 
 CLASSES = ("moving left", "moving right", "moving up", "moving down", "growing", "shrinking", "fading in",
            "fading out")
@@ -249,7 +249,8 @@ def generate(out: str | Path, config: SyntheticConfig = DEFAULT_CONFIG, progress
         (out / MANIFEST).unlink()
         shutil.rmtree(out / "videos", ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=sum(config.split_sizes().values()), desc="synthetic videos", unit="clip", disable=not progress)
+    bar = progress_bar(total=sum(config.split_sizes().values()), desc="synthetic videos", unit="clip",
+                       enabled=progress)
     for split_id, (split, count) in enumerate(config.split_sizes().items()):
         (out / "videos" / split).mkdir(parents=True, exist_ok=True)
         labels = np.random.default_rng([config.seed, split_id]).permutation(np.arange(count) % config.num_classes)
