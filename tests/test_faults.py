@@ -66,15 +66,16 @@ def straight(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     return last(run)
 
 
-@pytest.mark.parametrize(("signum", "status"), [
-    (signal.SIGTERM, 143), (signal.SIGINT, 130),
-    pytest.param(signal.SIGTERM, 143, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(("signum", "status", "at"), [
+    (signal.SIGTERM, 143, STEPS // 2), (signal.SIGINT, 130, None),
+    pytest.param(signal.SIGTERM, 143, None, marks=pytest.mark.slow)])
 def test_killed_run_saves_its_step_and_resumes_to_the_same_weights(data_root: Path, tmp_path: Path,
                                                                      straight: dict, signum: int,
-                                                                     status: int) -> None:
-    """A real signal at a random step: exit 128 + signal, ``last.ckpt`` at the step reached (it is saved after
+                                                                     status: int, at: int | None) -> None:
+    """A real signal at a random step (or at ``at``: the first epoch's last step, where validation runs between
+    the save and the next training step): exit 128 + signal, ``last.ckpt`` at the step reached (it is saved after
     the step the signal lands in), and ``--ckpt_path last`` ends with the uninterrupted run's weights."""
-    at = random.Random().randint(1, STEPS - 3)
+    at = at or random.Random().randint(1, STEPS - 3)
     run = tmp_path / "run"
     process = umt_process(*fit_args(data_root, run, "--trainer.callbacks+=fault_helpers.ReportSteps"))
     seen = []

@@ -12,6 +12,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import grad_norm
 from torch import Tensor, nn
 
@@ -119,6 +120,7 @@ class UMTModule(L.LightningModule):
         if parts is not None:
             self._load(parts)
         self._rng_states_to_restore: dict[str, Any] | None = None
+        self._rng_states_before_validation: dict[str, Any] | None = None
         self._schedule: tuple[int, int] | None = None
 
     # ----------------------------------------------------------------------------------------------- loading
@@ -234,6 +236,17 @@ class UMTModule(L.LightningModule):
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch, "test")
+
+    def on_validation_start(self) -> None:
+        """Keep the training randomness out of validation's reach inside a fit: its data loading may draw from the
+        global generators, and a run resumed from a checkpoint saved just before it must continue as if it ran."""
+        if self.trainer.state.fn == TrainerFn.FITTING:
+            self._rng_states_before_validation = collect_rng_states()
+
+    def on_validation_end(self) -> None:
+        if self._rng_states_before_validation is not None:
+            set_rng_states(self._rng_states_before_validation)
+            self._rng_states_before_validation = None
 
     def on_validation_epoch_start(self) -> None:
         for head in self.heads.values():
