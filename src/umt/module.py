@@ -117,6 +117,7 @@ class UMTModule(L.LightningModule):
         self.return_layers = sorted({i for h in self.heads.values() for i in h.requirements().layers})
         if parts is not None:
             self._load(parts)
+        self._ndims = {name: p.ndim for name, p in self.named_parameters()}  # before a strategy flattens them
         if compile_blocks:
             for block in self.encoder.blocks:
                 block.compile()
@@ -282,7 +283,7 @@ class UMTModule(L.LightningModule):
         if config.batch_scaled:
             scale = self.clips_per_step() * self.trainer.world_size * self.trainer.accumulate_grad_batches / 256
         head_groups = {name: list(head.param_groups()) for name, head in self.heads.items()}
-        optimizer = build_optimizer(self.encoder, dict(self.heads.items()), head_groups, config, scale)
+        optimizer = build_optimizer(self.encoder, dict(self.heads.items()), head_groups, config, scale, self._ndims)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: self._multiplier(step))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
