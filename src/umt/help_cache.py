@@ -33,7 +33,8 @@ def is_bare_help(args: list[str]) -> bool:
 def fingerprint() -> str:
     """A digest of everything the help text depends on, read without importing any of it: the versions of
     ``DISTRIBUTIONS``, the installed heads and data modules (entry points), the ``umt`` sources (an editable
-    install changes them under one version), the Python version and the terminal width argparse wraps to."""
+    install changes them under one version), the Python version, the terminal width argparse wraps to and the
+    program name the usage line shows (``umt``, ``__main__.py`` for ``python -m umt``)."""
     parts = [f"{name}={_version(name)}" for name in DISTRIBUTIONS]
     parts += sorted(f"{group}:{point.name}={point.value}" for group in PLUGIN_GROUPS
                     for point in entry_points(group=group))
@@ -41,7 +42,7 @@ def fingerprint() -> str:
     for source in sorted(package.rglob("*.py")):
         stat = source.stat()
         parts.append(f"{source.relative_to(package)}:{stat.st_size}:{stat.st_mtime_ns}")
-    parts += [sys.version, f"columns={shutil.get_terminal_size().columns}"]
+    parts += [sys.version, f"columns={shutil.get_terminal_size().columns}", f"prog={Path(sys.argv[0]).name}"]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
 
 
