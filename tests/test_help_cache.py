@@ -7,6 +7,7 @@ import io
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from importlib.metadata import EntryPoint
 from pathlib import Path
@@ -81,9 +82,18 @@ def test_a_changed_fingerprint_renders_again(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert printed(lambda: help_cache.answer(["test", "--help"], fake_help("old\n"))) == "old\n"
     assert printed(lambda: help_cache.answer(["test", "--help"], no_run)) == "old\n"
-    monkeypatch.setattr(help_cache, "version", lambda name: "9.9" if name == "lightning" else "1.0")
+    installed = help_cache.version
+    monkeypatch.setattr(help_cache, "version", lambda name: "9.9" if name == "lightning" else installed(name))
     assert printed(lambda: help_cache.answer(["test", "--help"], fake_help("new\n"))) == "new\n"
-    assert [path.read_text() for path in (tmp_path / "umt" / "help").glob("test-*.txt")] == ["new\n"]  # old gone
+    assert printed(lambda: help_cache.answer(["test", "--help"], no_run)) == "new\n"
+    monkeypatch.setattr(help_cache, "version", installed)  # back to the installed versions: still cached
+    assert printed(lambda: help_cache.answer(["test", "--help"], no_run)) == "old\n"
+    for number in range(help_cache.KEEP + 2):
+        time.sleep(0.02)  # distinct file times (the clock of file systems ticks in milliseconds)
+        monkeypatch.setattr(help_cache, "version", lambda name, number=number: f"2.{number}")
+        printed(lambda number=number: help_cache.answer(["test", "--help"], fake_help(f"v{number}\n")))
+    kept = sorted(path.read_text() for path in (tmp_path / "umt" / "help").glob("test-*.txt"))
+    assert kept == [f"v{number}\n" for number in range(2, help_cache.KEEP + 2)]  # the newest KEEP
 
 
 def test_the_fingerprint_follows_what_the_help_depends_on(monkeypatch: pytest.MonkeyPatch) -> None:

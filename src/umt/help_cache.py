@@ -18,6 +18,9 @@ HELP_FLAGS = ("-h", "--help")
 DISTRIBUTIONS = ("unmasked-teacher", "lightning", "jsonargparse", "torch")
 """Distributions whose versions change the help (the options, their types, defaults and docstrings)."""
 PLUGIN_GROUPS = ("umt.heads", "umt.datamodules")
+KEEP = 4
+"""Entries kept per command: environments sharing one cache (two virtual environments) each keep theirs, and
+edits of an editable install do not pile up."""
 
 
 def help_dir() -> Path:
@@ -83,7 +86,8 @@ def _captured(run: Callable[[], object]) -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (a temporary file renamed over it); drop the command's stale entries."""
+    """Write ``text`` to ``path`` atomically (a temporary file renamed over it); keep the command's ``KEEP`` newest
+    entries."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -93,9 +97,9 @@ def _write(path: Path, text: str) -> None:
     finally:
         Path(temporary).unlink(missing_ok=True)
     command = path.name.split("-", 1)[0]
-    for stale in path.parent.glob(f"{command}-*.txt"):
-        if stale != path:
-            stale.unlink(missing_ok=True)
+    entries = sorted(path.parent.glob(f"{command}-*.txt"), key=lambda entry: entry.stat().st_mtime_ns, reverse=True)
+    for stale in entries[KEEP:]:
+        stale.unlink(missing_ok=True)
 
 
 def _version(distribution: str) -> str:
