@@ -56,19 +56,21 @@ def help_path(command: str) -> Path:
 
 def answer(args: list[str], run: Callable[[], object]) -> None:
     """``run()`` (LightningCLI on ``args``), except that a bare ``COMMAND --help`` prints the cached text when there
-    is one, and otherwise prints what ``run()`` printed and keeps it (a write that fails is skipped)."""
+    is one, and otherwise prints what ``run()`` printed and keeps it (a write that fails is skipped); a help ends
+    with ``SystemExit(0)``, as argparse's."""
     if not is_bare_help(args):
         run()
         return
     path = help_path(args[0])
-    with contextlib.suppress(OSError, UnicodeDecodeError):
-        sys.stdout.write(path.read_text(encoding="utf-8"))
-        return
-    text = _captured(run)
-    if text:
-        with contextlib.suppress(OSError):
-            _write(path, text)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        text = _captured(run)
+        if text:
+            with contextlib.suppress(OSError):
+                _write(path, text)
     sys.stdout.write(text)
+    raise SystemExit(0)
 
 
 def _captured(run: Callable[[], object]) -> str:
