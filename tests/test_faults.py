@@ -180,6 +180,8 @@ LIBRARY_CASES = {
     "features into a folder": (["embed", "{inputs}/header.csv", "--out", "{tmp}"], "--out {tmp}: a folder"),
     "unknown option": (["info", "{inputs}/official.pth", "--flopz"],
                        "unknown option --flopz; did you mean --flops? umt info --help lists the options"),
+    "abbreviated option": (["data", "synth", "{tmp}/synthetic", "--train", "5"],
+                           "unknown option --train; did you mean --train_size? umt data synth --help"),
     "missing argument": (["info"], "missing CHECKPOINT: umt info CHECKPOINT ... (see umt info --help)"),
     "missing nested argument": (["data", "check"], "missing ANNOTATION: umt data check ANNOTATION"),
     "wrong type": (["classify", "--top_k", "many"], "--top_k many: expected int"),
@@ -213,6 +215,12 @@ FIT_CASES = {
     "checkpoint is a folder": (["--ckpt_path", "{tmp}"], "--ckpt_path {tmp}: a folder"),
     "unknown option": (["--trainer.max_epoks", "3"], "unknown option --trainer.max_epoks; did you mean "
                        "--trainer.max_epochs? umt fit --help lists the options"),
+    "abbreviated option": (["--trainer.max_epoch", "3"], "unknown option --trainer.max_epoch; did you mean "
+                           "--trainer.max_epochs? umt fit --help lists the options"),
+    "devices not a count": (["--trainer.devices", "abc"], "--trainer.devices abc: expected a count (2), -1 (all "
+                            "devices), device indices (0,1 or [0, 1]) or auto"),
+    "devices the accelerator refuses": (["--trainer.devices", "0,1"], "--trainer.devices 0,1: `devices` selected "
+                                        "with `CPUAccelerator` should be an int > 0"),
     "unknown option of the data module": (["--data.bogus", "3"], "unknown option --data.bogus of "
                                           "umt.datamodules.video_list.SyntheticDataModule"),
     "wrong type": (["--model.optimizer.lr", "fast"], "--model.optimizer.lr fast: expected float"),

@@ -94,8 +94,10 @@ def test_overlay_scales_each_frame() -> None:
     assert torch.equal(shown[0], shown[1]) and not torch.equal(shown[0, 0, 0], shown[0, 0, -1])
 
 
-def test_lightning_commands_go_to_lightning_cli(capsys: pytest.CaptureFixture[str]) -> None:
+def test_lightning_commands_go_to_lightning_cli(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """``umt predict`` is LightningCLI's predict over ``UMTModule`` (a video is classified by ``umt classify``)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # an empty help cache: LightningCLI renders the help
     with pytest.raises(SystemExit) as exit_info:
         main(["predict", "--help"])
     assert exit_info.value.code == 0

@@ -487,13 +487,18 @@ class CommandParser(OneLineErrors, ArgumentParser):
 def _lightning_command(name: str) -> Any:
     """A listing of the LightningCLI subcommand ``name`` for ``umt --help`` (it runs LightningCLI)."""
     def command() -> None:
-        from umt.lightning import run
-
-        run([name])
+        _run_lightning([name])
 
     command.__doc__ = LIGHTNING_COMMANDS[name]
     command.__name__ = name
     return command
+
+
+def _run_lightning(args: list[str]) -> None:
+    """LightningCLI on ``args`` (``fit --config RECIPE.yaml ...``), imported on use."""
+    from umt.lightning import run
+
+    run(args)
 
 
 def _normalised(argv: list[str]) -> list[str]:
@@ -531,9 +536,9 @@ def main(argv: list[str] | None = None) -> None:
         args = [arg for arg in args if arg != TRACEBACK]
         os.environ["UMT_DEBUG"] = "1"  # also seen by data-loading workers and DDP processes
     if args and args[0] in LIGHTNING_COMMANDS:
-        from umt.lightning import run
+        from umt.help_cache import answer
 
-        run(args)
+        answer(args, lambda: _run_lightning(args))  # a bare `umt fit --help` from the cache: no Lightning import
         return
     if args[:1] == ["--version"]:
         print(f"umt {_version()}")

@@ -4,6 +4,7 @@ modules named by entry-point name or class path."""
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import yaml
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from umt.checkpointing import SafeLastCheckpoint, check_complete, newest_last
-from umt.errors import UsageError, reported
+from umt.errors import UsageError, one_line, reported
 from umt.heads.base import DataInfo
 from umt.loggers import run_loggers
 from umt.module import UMTModule
@@ -109,6 +110,14 @@ def check_options(args: list[str]) -> None:
             raise UsageError(f"option {key}: keys are spelled with underscores: {key[:2] + key[2:].replace('-', '_')}")
 
 
+def check_devices(devices: object) -> None:
+    """Raise ``UsageError`` for a ``--trainer.devices`` string that is none of Lightning's forms: ``auto``, a count
+    (``2``), ``-1`` (all) or device indices (``0,1``; a list such as ``[0, 1]`` is parsed as one)."""
+    if isinstance(devices, str) and not re.fullmatch(r"auto|-?\d+|(\d+,)+\d*", devices.replace(" ", "")):
+        raise UsageError(f"--trainer.devices {devices}: expected a count (2), -1 (all devices), device indices "
+                         "(0,1 or [0, 1]) or auto")
+
+
 def check_classes(datamodule: L.LightningDataModule) -> None:
     """Raise ``UsageError`` when the ``classes.txt`` of the data module's root names more classes than its
     ``num_classes`` (labels out of range; fewer is allowed: a subset, or a small set on a large recipe)."""
@@ -160,13 +169,19 @@ class UMTCLI(LightningCLI):
         trainer = options.get("trainer", {})
         root = trainer.get("default_root_dir") or Path.cwd()
         kwargs.setdefault("logger", run_loggers(trainer.get("logger"), root, options.get("wandb")))
-        return super().instantiate_trainer(**kwargs)
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except TypeError as error:  # the accelerator's own rule, e.g. CPU: `devices` ... should be an int > 0
+            if "`devices`" not in str(error):
+                raise
+            raise UsageError(f"--trainer.devices {trainer.get('devices')}: {one_line(error)}") from error
 
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand, self.config)
         batch = config.get("data", {}).get("init_args", {}).get("batch_size")
         if isinstance(batch, int) and batch < 1:
             raise UsageError(f"--data.batch_size must be at least 1, got {batch}")
+        check_devices(config.get("trainer", {}).get("devices"))
 
     def before_fit(self) -> None:
         check_classes(self.datamodule)

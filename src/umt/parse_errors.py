@@ -104,10 +104,15 @@ def _missing(names: list[str], help_command: str, positional: bool) -> str:
 
 class OneLineErrors:
     """Mixin for a jsonargparse ``ArgumentParser``: an error that would print the usage and exit raises
-    ``UsageError`` with one line instead (``UMT_DEBUG`` / ``--traceback``: jsonargparse's full report)."""
+    ``UsageError`` with one line instead (``UMT_DEBUG`` / ``--traceback``: jsonargparse's full report); options are
+    never abbreviated (``--trainer.max_epoch`` is unknown, not ``--trainer.max_epochs``)."""
 
     positional_required = True
     """Whether required values are positional arguments."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if getattr(self, "exit_on_error", True) and not debug():
