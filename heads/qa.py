@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +24,8 @@ from umt.qa_eval import ExactMatchAccuracy, prediction_records, write_prediction
 
 PREFIX = "qa."
 """Where the question encoder and answer decoder sit in the head (``qa.text_encoder.*``, ``qa.text_decoder.*``)."""
+
+logger = logging.getLogger("umt")
 
 _STAGE2_TOWER = re.compile(r"heads\.([^.]+)\.tower\.text_encoder\.bert\.")
 
@@ -75,14 +78,22 @@ class QAHead(Head):
         self._answer_tokens: tuple[Tensor, Tensor] | None = None
         self._records: list[dict[str, Any]] = []
 
-    def _decoder_from_encoder(self) -> None:
-        """Start the decoder from the question encoder's embeddings and upper layers (shapes that fit)."""
+    def _decoder_from_encoder(self) -> list[str]:
+        """Start the decoder from the question encoder's embeddings and upper layers; returns (and logs) the
+        decoder keys left fresh: those the encoder lacks and those of another shape (the fusion layers'
+        cross-attention reads the video width, the decoder's the question states)."""
         own = {"text_encoder." + k: v for k, v in self.qa.text_encoder.state_dict().items()}
         decoder = self.qa.text_decoder.state_dict()
         copied = {k.removeprefix("text_decoder."): v for k, v in stage2_to_qa(own).items()
                   if k.startswith("text_decoder.")}
-        self.qa.text_decoder.load_state_dict(
-            decoder | {k: v for k, v in copied.items() if k in decoder and v.shape == decoder[k].shape})
+        fitting = {k: v for k, v in copied.items() if k in decoder and v.shape == decoder[k].shape}
+        self.qa.text_decoder.load_state_dict(decoder | fitting)
+        fresh = sorted(set(decoder) - set(fitting))
+        if fresh:
+            kinds = sorted({re.sub(r"\.layer\.\d+\.", ".layer.*.", key) for key in fresh})
+            logger.info("answer decoder from the question encoder's upper layers: %d tensors copied, %d left fresh "
+                        "(%s)", len(fitting), len(fresh), ", ".join(kinds))
+        return fresh
 
     # ----------------------------------------------------------------------------------------------- helpers
     def questions(self, texts: Sequence[str], device: torch.device) -> tuple[Tensor, Tensor]:

@@ -13,6 +13,7 @@ import torch
 from test_qa_checkpoints import meta_state
 from test_task_parity_qa import CASES, MC_CASES, QA_CASES, assert_outputs, text_config
 from vt_helpers import encoder_config, minilm_folder
+from vt_helpers import text_config as vt_text_config
 
 from umt.checkpoints import read_parts
 from umt.datamodules.qa import SyntheticQADataModule
@@ -141,3 +142,23 @@ def test_qa_head_starts_from_a_stage2_module_checkpoint(tmp_path) -> None:
                        tower.encoder.layer[1].crossattention.self.key.weight)
     assert torch.equal(decoder.embeddings.word_embeddings.weight, tower.embeddings.word_embeddings.weight)
     assert torch.equal(qa.encoder.patch_embed.proj.weight, stage2.encoder.patch_embed.proj.weight)
+
+
+def test_decoder_from_a_bert_folder_reports_the_tensors_left_fresh(caplog: pytest.LogCaptureFixture) -> None:
+    """A plain BERT has no cross-attention: the decoder copies the upper layers' self-attention and feed-forward and
+    names what it could not take (cross-attention keys / values read the 48-wide video in the encoder)."""
+    folder = str(minilm_folder())
+    with caplog.at_level("INFO", logger="umt"):
+        module = UMTModule([partial(QAHead, text=vt_text_config(), bert=folder, tokenizer=folder)],
+                           encoder=encoder_config())
+    head = module.heads["qa"]
+    fresh = head._decoder_from_encoder()
+    decoder, encoder = head.qa.text_decoder.bert, head.qa.text_encoder.bert
+    fusion = vt_text_config().fusion_layer
+    for layer in range(vt_text_config().num_layers - fusion):
+        assert f"bert.encoder.layer.{layer}.crossattention.self.key.weight" in fresh
+        assert f"bert.encoder.layer.{layer}.attention.self.query.weight" not in fresh
+        assert torch.equal(decoder.encoder.layer[layer].attention.self.query.weight,
+                           encoder.encoder.layer[fusion + layer].attention.self.query.weight)
+    assert "bert.embeddings.word_embeddings.weight" not in fresh
+    assert "left fresh" in caplog.text and "layer.*.crossattention.self.key.weight" in caplog.text
