@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from umt.checkpoints import CheckpointParts, check_fit
+from umt.checkpoints import CheckpointParts, check_fit, video_text_heads
 from umt.data.qa import MAX_ANSWER_LENGTH, MAX_QUESTION_LENGTH, read_answer_list, tokenize_answers
 from umt.data.text import load_tokenizer, tokenize
 from umt.heads.base import Batch, EncoderStep, EvalContext, Head, HeadContext, ParamGroup, load_module_part
@@ -26,8 +26,6 @@ PREFIX = "qa."
 """Where the question encoder and answer decoder sit in the head (``qa.text_encoder.*``, ``qa.text_decoder.*``)."""
 
 logger = logging.getLogger("umt")
-
-_STAGE2_TOWER = re.compile(r"heads\.([^.]+)\.tower\.text_encoder\.bert\.")
 
 
 class QAHead(Head):
@@ -194,7 +192,7 @@ class QAHead(Head):
             prefix = f"heads.{self.name}."
             if any(k.startswith(prefix) for k in parts.rest):
                 return load_module_part(self, parts, self.name) or (set(), [])
-            towers = {m.group(1) for k in parts.rest if (m := _STAGE2_TOWER.match(k))}
+            towers = video_text_heads(parts.rest)
             if len(towers) != 1:
                 return set(), []
             tower = f"heads.{towers.pop()}.tower."

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from umt.checkpoints import TIED_KEYS, CheckpointParts, check_fit
+from umt.checkpoints import TIED_KEYS, CheckpointParts, check_fit, video_text_heads
 from umt.data.text import load_tokenizer, tokenize
 from umt.heads.base import Batch, EncoderStep, EvalContext, Head, HeadContext, ParamGroup, load_module_part
 from umt.losses import mlm_loss, mlm_mask, video_text_similarity, vtc_loss, vtm_loss
@@ -254,9 +254,13 @@ class VideoTextHead(Head):
 
     def load_state(self, parts: CheckpointParts) -> tuple[set[str], list[str]]:
         """The text side and ``pool_norm`` of an official stage-2 / retrieval file (a retrieval file has no MLM head:
-        fresh), or this head of a module checkpoint; other files leave them as built (``bert`` loads BERT)."""
+        fresh), or this head of a module checkpoint, or its one video-text head of another name (a stage-2
+        ``video_text`` head into ``multiple_choice``); other files leave them as built (``bert`` loads BERT)."""
         module = load_module_part(self, parts, self.name)
         if module is not None:
+            sources = video_text_heads(parts.rest)
+            if not module[0] and len(sources) == 1:
+                return load_module_part(self, parts, sources.pop()) or module
             return module
         if parts.family not in ("mm_model", "mm_retrieval"):
             return set(), []

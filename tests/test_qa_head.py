@@ -162,3 +162,17 @@ def test_decoder_from_a_bert_folder_reports_the_tensors_left_fresh(caplog: pytes
                            encoder.encoder.layer[fusion + layer].attention.self.query.weight)
     assert "bert.embeddings.word_embeddings.weight" not in fresh
     assert "left fresh" in caplog.text and "layer.*.crossattention.self.key.weight" in caplog.text
+
+
+def test_multiple_choice_head_starts_from_a_stage2_module_checkpoint(tmp_path) -> None:
+    """The ``multiple_choice`` head takes the text tower and ``pool_norm`` of a stage-2 module's ``video_text`` head
+    (another name), as it takes those of an official stage-2 file."""
+    stage2 = UMTModule([partial(VideoTextHead, text=tiny_text(), tokenizer=str(minilm_folder()), embed_dim=16)],
+                       encoder=encoder_config())
+    path = tmp_path / "stage2.ckpt"
+    torch.save({"pytorch-lightning_version": L.__version__, "state_dict": stage2.state_dict()}, path)
+    mc = UMTModule([partial(MultipleChoiceHead, text=tiny_text(), tokenizer=str(minilm_folder()), embed_dim=16)],
+                   encoder=encoder_config(), checkpoint=str(path))
+    source, loaded = stage2.heads["video_text"].state_dict(), mc.heads["multiple_choice"].state_dict()
+    assert source.keys() == loaded.keys()
+    assert all(torch.equal(source[k], loaded[k]) for k in source)

@@ -25,7 +25,7 @@ import logging
 import pickle
 import re
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -529,3 +529,9 @@ def check_fit(state: Mapping[str, Tensor], target: Mapping[str, Tensor], what: s
         if unexpected:
             lines.append(f"  not in the model: {key_groups([prefix + k for k in unexpected])} ({len(unexpected)} keys)")
         raise CheckpointError("\n".join(lines))
+
+
+def video_text_heads(keys: Iterable[str]) -> set[str]:
+    """Names of the heads of a ``UMTModule`` checkpoint's keys that hold a video-text tower
+    (``heads.{name}.tower.text_encoder.*``: ``video_text``, ``multiple_choice``, a plugin subclass)."""
+    return {key.split(".", 2)[1] for key in keys if key.startswith("heads.") and ".tower.text_encoder." in key}
