@@ -142,8 +142,9 @@ def test_short_run_of_each_recipe_family(recipe: str, init: str, synthetic_root:
     saved = torch.load(trained, weights_only=False)
     assert saved["global_step"] == 2 and "val/classification/top1" in json.dumps(saved["callbacks"], default=str)
     assert saved["umt_heads"]["classification"]["class_path"] == "umt.heads.classification.ClassificationHead"
-    main(["test", *config, "--ckpt_path", str(trained)])
-    rows = json.loads((tmp_path / "predictions.json").read_text())
+    tested = tmp_path / "test_predictions.json"  # an option the training run did not have applies to the test
+    main(["test", *config, "--ckpt_path", str(trained), "--model.heads.predictions_file", str(tested)])
+    rows = json.loads(tested.read_text())
     clips, crops = OFFICIAL[recipe][-2:]
     assert len(rows) == 5 and {row["views"] for row in rows} == {clips * crops}
     assert all(len(row["classes"]) == 5 and sum(row["probabilities"]) <= 1.0 + 1e-5 for row in rows)

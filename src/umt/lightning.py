@@ -158,6 +158,11 @@ class UMTCLI(LightningCLI):
     resumes from the newest one; runs log to TensorBoard and CSV unless ``--trainer.logger`` says otherwise, and
     to W&B with ``--wandb PROJECT``."""
 
+    def _parse_ckpt_path(self) -> None:
+        """Keep the model options as the recipe and command line give them with ``--ckpt_path``: Lightning would
+        parse the checkpoint's hyper-parameters over them (``umt test --ckpt_path X --model.heads.plot_dir D``
+        would lose ``plot_dir``). The module is built from the options; the checkpoint's weights load strictly."""
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data", "model.data_info", compute_fn=data_info, apply_on="instantiate")
         parser.add_lightning_class_args(SafeLastCheckpoint, "last_checkpoint")
