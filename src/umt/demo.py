@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from umt.checkpoints import save_native
 from umt.data.annotations import read_video_list
@@ -118,10 +118,32 @@ class DemoConfig:
                            image_size=self.synthetic.size, return_layers=self.align_layers)
 
 
+def _normalised(frames: Tensor) -> Tensor:
+    """uint8 ``[B, T, H, W, 3]`` -> float ``[B, 3, T, H, W]``: ``normalise`` on every clip at once (element-wise,
+    so the values are those of one clip at a time)."""
+    batch, frames_per_clip = frames.shape[:2]
+    video = normalise(frames.flatten(0, 1))  # [3, B*T, H, W]
+    return video.unflatten(1, (batch, frames_per_clip)).transpose(0, 1).contiguous()
+
+
+def _collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """``Clips`` items -> a batch whose ``video`` is normalised, float ``[B, 3, T, H, W]``."""
+    batch = default_collate(items)
+    batch["video"] = _normalised(batch["video"])
+    return batch
+
+
+def _collate_frames(items: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """``CaptionedFrames`` items -> normalised images float ``[B, 3, H, W]`` and tokens ``[B, L]``."""
+    images, tokens = default_collate(items)
+    return _normalised(images[:, None])[:, :, 0], tokens
+
+
 class Clips(Dataset):
     """Decoded clips held in memory (uint8 ``[N, L, H, W, 3]``). Training items take ``num_frames`` by TSN
     sampling (no flip: it would swap left and right); test items the segment centres.
-    Items are ``{"video": [3, T, H, W], "label": int, "index": int, "view": 0}``."""
+    Items are ``{"video": uint8 [T, H, W, 3], "label": int, "index": int, "view": 0}``; ``_collate_clips``
+    normalises a batch of them."""
 
     def __init__(self, clips: Tensor, labels: Tensor, num_frames: int, train: bool, seed: int = 0) -> None:
         self.clips, self.labels, self.num_frames, self.train = clips, labels, num_frames, train
@@ -134,12 +156,12 @@ class Clips(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         length = self.clips.shape[1]
         indices = segment_train_indices(length, self.num_frames, self.rng) if self.train else self.test_indices
-        video = normalise(self.clips[index, indices])
-        return {"video": video, "label": int(self.labels[index]), "index": index, "view": 0}
+        return {"video": self.clips[index, indices], "label": int(self.labels[index]), "index": index, "view": 0}
 
 
 class CaptionedFrames(Dataset):
-    """One random frame of a clip (float ``[3, H, W]``, normalised) with that frame's caption tokens."""
+    """One random frame of a clip (uint8 ``[H, W, 3]``; ``_collate_frames`` normalises a batch) with that frame's
+    caption tokens."""
 
     def __init__(self, clips: Tensor, tokens: Tensor, seed: int = 0) -> None:
         self.clips, self.tokens = clips, tokens
@@ -150,8 +172,7 @@ class CaptionedFrames(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         frame = int(self.rng.integers(self.clips.shape[1]))
-        image = normalise(self.clips[index, frame:frame + 1])[:, 0]
-        return image, self.tokens[index, frame]
+        return self.clips[index, frame], self.tokens[index, frame]
 
 
 class WordTokenizer:
@@ -246,7 +267,9 @@ def _trainer(out: Path, epochs: int, progress: bool) -> L.Trainer:
 
 
 def _loader(dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train, num_workers=0)
+    collate = _collate_frames if isinstance(dataset, CaptionedFrames) else _collate_clips
+    return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train, num_workers=0,
+                      collate_fn=collate)
 
 
 def _finetune(checkpoint: Path | None, data: dict[str, Tensor], c: DemoConfig, out: Path, seed: int,
