@@ -35,6 +35,9 @@ def test_tiny_demo_writes_metrics_and_weights(tmp_path: Path, capsys: pytest.Cap
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert 0 <= metrics["pretrained_accuracy"] <= 1 and 0 <= metrics["scratch_accuracy"] <= 1
     assert "open_clip" in metrics["teacher"] and metrics["timings"]["total_s"] > 0
+    phases = ["data_s", "teacher_s", "pretrain_s", "finetune_pretrained_s", "finetune_scratch_s"]
+    assert set(metrics["timings"]) == set(metrics["cpu_timings"]) == {*phases, "total_s"}
+    assert all(metrics["cpu_timings"][phase] > 0 for phase in phases)
     assert metrics["classes"][:2] == ["moving left", "moving right"] and metrics["test_clips"] == 12
     assert format_table(metrics) in capsys.readouterr().out
     teacher = create_teacher("clip_b16", out / "teacher_clip.pt", **TINY.teacher("").overrides())  # loads strictly
@@ -48,6 +51,19 @@ def test_tiny_demo_writes_metrics_and_weights(tmp_path: Path, capsys: pytest.Cap
     assert (tmp_path / "attention.png").stat().st_size > 1000
 
 
+def test_a_seed_gives_the_same_run(tmp_path: Path) -> None:
+    def weights(name: str) -> dict[str, torch.Tensor]:
+        return read_checkpoint(tmp_path / name).state_dict
+
+    first = run_demo(tmp_path, seed=1, progress=False, config=TINY)
+    student, classifier = weights("stage1_student.pt"), weights("classifier.pt")
+    again = run_demo(tmp_path, seed=1, progress=False, config=TINY)  # on the same data (the h264 encoder may vary)
+    assert (again["pretrained_accuracy"], again["scratch_accuracy"]) == (first["pretrained_accuracy"],
+                                                                         first["scratch_accuracy"])
+    for before, after in ((student, weights("stage1_student.pt")), (classifier, weights("classifier.pt"))):
+        assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
 def test_demo_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
     monkeypatch.setattr("umt.demo.run_demo", lambda out, seed, progress: calls.append((out, seed, progress)))
@@ -56,8 +72,9 @@ def test_demo_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.slow
-def test_full_demo_pretraining_beats_scratch(tmp_path: Path) -> None:
-    metrics = run_demo(tmp_path / "out", seed=0, progress=False)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_full_demo_pretraining_beats_scratch(tmp_path: Path, seed: int) -> None:
+    metrics = run_demo(tmp_path / "out", seed=seed, progress=False)
     assert metrics["pretrained_accuracy"] >= 0.9, metrics
-    assert metrics["pretrained_accuracy"] > metrics["scratch_accuracy"], metrics
-    assert metrics["timings"]["total_s"] < 600, metrics
+    assert metrics["pretrained_accuracy"] >= metrics["scratch_accuracy"] + 0.05, metrics
+    assert metrics["timings"]["total_s"] <= 300, metrics  # on 2 otherwise idle CPU cores

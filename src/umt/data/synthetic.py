@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
 import shutil
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -235,12 +239,45 @@ def _is_complete(out: Path, config: SyntheticConfig) -> bool:
     return (out / "classes.txt").is_file()
 
 
-def generate(out: str | Path, config: SyntheticConfig = DEFAULT_CONFIG, progress: bool = True) -> Path:
+CHUNK = 32
+"""Clips per task of a parallel ``generate``."""
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """Consecutive clips ``first, first + 1, ...`` of split ``split`` (number ``split_id``) with ``labels``."""
+
+    split: str
+    split_id: int
+    first: int
+    labels: list[int]
+
+
+def _write_chunk(out: Path, config: SyntheticConfig, chunk: _Chunk) -> tuple[list[str], list[dict]]:
+    """Render and write the clips of ``chunk``; their CSV lines and caption entries. Each clip draws from its own
+    seed ``[config.seed, split_id, index]``, so any division into chunks writes the same clips."""
+    split, split_id = chunk.split, chunk.split_id
+    lines, captions = [], []
+    for index, label in enumerate(chunk.labels, start=chunk.first):
+        relative = f"videos/{split}/{split}_{index:05d}.mp4"
+        frames, caption, per_frame = sample_clip(label, config, np.random.default_rng([config.seed, split_id, index]))
+        write_video(out / relative, frames, fps=config.fps, options=ENCODER_OPTIONS)
+        lines.append(f"{relative},{label}\n")
+        captions.append({"video": relative, "caption": caption, "frame_captions": per_frame})
+    return lines, captions
+
+
+def generate(out: str | Path, config: SyntheticConfig = DEFAULT_CONFIG, progress: bool = True,
+             workers: int = 1) -> Path:
     """Write a synthetic dataset to ``out`` and return ``out``; reuse it if it is already complete for ``config``.
 
     Layout: ``videos/{split}/{split}_NNNNN.mp4`` (h264), ``{split}.csv`` with ``videos/...mp4,LABEL`` lines,
     ``{split}_captions.json`` (a list of ``{"video", "caption", "frame_captions"}``), ``classes.txt`` and the
     ``synthetic.json`` manifest (written last). Labels are balanced within each split and shuffled by the seed.
+
+    Args:
+        workers: processes that render and encode the clips (spawned, without torch), ``CHUNK`` clips per task;
+            1 writes them in this process. The annotation files and the rendered frames do not depend on it.
     """
     out = Path(out)
     if _is_complete(out, config):
@@ -249,23 +286,28 @@ def generate(out: str | Path, config: SyntheticConfig = DEFAULT_CONFIG, progress
         (out / MANIFEST).unlink()
         shutil.rmtree(out / "videos", ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    bar = progress_bar(total=sum(config.split_sizes().values()), desc="synthetic videos", unit="clip",
-                       enabled=progress)
+    chunks = []
     for split_id, (split, count) in enumerate(config.split_sizes().items()):
         (out / "videos" / split).mkdir(parents=True, exist_ok=True)
         labels = np.random.default_rng([config.seed, split_id]).permutation(np.arange(count) % config.num_classes)
-        lines, captions = [], []
-        for index, label in enumerate(labels.tolist()):
-            relative = f"videos/{split}/{split}_{index:05d}.mp4"
-            frames, caption, per_frame = sample_clip(label, config,
-                                                     np.random.default_rng([config.seed, split_id, index]))
-            write_video(out / relative, frames, fps=config.fps, options=ENCODER_OPTIONS)
-            lines.append(f"{relative},{label}\n")
-            captions.append({"video": relative, "caption": caption, "frame_captions": per_frame})
-            bar.update()
+        chunks += [_Chunk(split, split_id, first, labels[first:first + CHUNK].tolist())
+                   for first in range(0, count, CHUNK)]
+    bar = progress_bar(total=sum(config.split_sizes().values()), desc="synthetic videos", unit="clip",
+                       enabled=progress)
+    written: dict[str, tuple[list[str], list[dict]]] = {split: ([], []) for split in config.split_sizes()}
+    with ExitStack() as stack:
+        run = map
+        if workers > 1:
+            context = multiprocessing.get_context("spawn")
+            run = stack.enter_context(ProcessPoolExecutor(workers, mp_context=context)).map
+        for chunk, (lines, captions) in zip(chunks, run(partial(_write_chunk, out, config), chunks), strict=True):
+            written[chunk.split][0].extend(lines)
+            written[chunk.split][1].extend(captions)
+            bar.update(len(lines))
+    bar.close()
+    for split, (lines, captions) in written.items():
         (out / f"{split}.csv").write_text("".join(lines))
         (out / f"{split}_captions.json").write_text(json.dumps(captions, indent=1) + "\n")
-    bar.close()
     (out / "classes.txt").write_text("".join(f"{name}\n" for name in class_names(config)))
     (out / MANIFEST).write_text(json.dumps(_manifest(config), indent=1) + "\n")
     return out

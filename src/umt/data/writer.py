@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is not imported at run time: the synthetic data writers run in processes without it
+    import torch
 
 
 def write_video(
@@ -31,7 +34,7 @@ def write_video(
         audio: add a mono AAC (Opus for .webm) sine track of the same duration.
         container_options: muxer options, e.g. ``{"movflags": "faststart"}`` (mp4 index first).
     """
-    frames = np.asarray(frames.numpy() if isinstance(frames, torch.Tensor) else frames)
+    frames = np.asarray(frames)  # a CPU torch.Tensor converts through its __array__
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {list(frames.shape)}")
     path = Path(path)
