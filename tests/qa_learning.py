@@ -29,7 +29,7 @@ from umt.options import EncoderConfig, OptimizerConfig
 DATA = {"num_frames": 4, "img_size": 32, "batch_size": 16, "num_workers": 0, "train_size": 120, "val_size": 30,
         "test_size": 30}
 """One synthetic set for all three runs: 120 training videos (480 questions), 30 held-out test videos."""
-QA_EPOCHS, MC_EPOCHS = 20, 5
+QA_EPOCHS, MC_EPOCHS = 60, 5
 WIDTH = 96
 """Video and text width: the official stage-2 -> QA init copies the fusion layers' cross-attention (reading the
 video) into the answer decoder (reading the question states), so the two widths agree."""
