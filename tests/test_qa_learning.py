@@ -32,11 +32,11 @@ def test_multiple_choice_from_stage2_beats_chance_and_scratch(stage2: tuple[Path
     assert result["trained"] >= scratch["trained"] + 0.2, (result, scratch)
 
 
-@pytest.mark.slow  # about 4 minutes on 2 CPU cores
+@pytest.mark.slow  # about 10 minutes on 2 CPU cores (21 min beside a CI run)
 def test_qa_from_stage2_beats_the_majority_answers(stage2: tuple[Path, Path]) -> None:
-    """Measured (seed 0, an experiment script of the same set-up, 20 epochs): 0.008 before, 0.208 after: above the
-    majority answer (0.083) but not the per-question majority (0.275), i.e. the answers follow the question, not
-    yet the video; this test fails as it stands (the done-when of the QA issue)."""
+    """Measured (seed 0, 60 epochs, 2 cores shared with a CI run): 0.008 before, 0.383 after, against 0.083 for the
+    majority answer and 0.275 for the per-question majority (the best the question text allows): the answers read
+    the video (an experiment of the same set-up: colour 25 of 30 right, 0.450 in all)."""
     root, checkpoint = stage2
     result = qa_run(root, checkpoint, epochs=QA_EPOCHS)
     print("synthetic QA test accuracy:", result)
