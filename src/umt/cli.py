@@ -335,8 +335,8 @@ def demo(out: Path = Path("demo"), seed: int = 0, progress: bool = True) -> None
         seed: seed of all training (the dataset is fixed).
         progress: progress bars.
     """
-    if "torch" not in sys.modules:  # OpenMP reads it once: idle threads sleep instead of spinning on a shared CPU
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "torch" not in sys.modules and os.getloadavg()[0] >= (os.cpu_count() or 1):  # OpenMP reads it once:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # on busy cores idle threads sleep instead of spinning
     from umt.demo import run_demo  # imports open_clip's text side and the fine-tuning module on use only
 
     run_demo(out, seed, progress)
